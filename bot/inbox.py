@@ -1,0 +1,217 @@
+"""The per-contact serial inbox: record every message durably first, then run one resident's
+messages through the engine strictly one at a time and in order, even across processes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from adapters.message import Attachment, Button, Channel, Inbound, Outbound
+from bot.outbound import Outbox
+from flows.engine import (
+    CompleteSubmission,
+    Conversation,
+    Effect,
+    Engine,
+    Location,
+    Media,
+    Message,
+    OptOut,
+    Prompt,
+    RecordConsent,
+    Resident,
+    SaveAnswer,
+    SetLanguage,
+    SetProfile,
+    StartSubmission,
+)
+from flows.i18n import t
+from storage.media import MediaStore
+from storage.models import utcnow
+from storage.repository import Changes, ContactInfo, Store
+from storage.state import StateStore
+
+__all__ = ["Inbox", "Received"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    contact_id: int | None
+    message_id: int | None  # None: a duplicate of a message already recorded
+
+    @property
+    def duplicate(self) -> bool:
+        return self.message_id is None
+
+
+def to_message(inbound: Inbound) -> Message:
+    place = inbound.place
+    return Message(
+        text=inbound.text,
+        payload=inbound.payload,
+        location=Location(place.latitude, place.longitude, place.label) if place else None,
+        media=tuple(Media(a.url, a.content_type) for a in inbound.attachments),
+        start=inbound.start,
+        language=inbound.language,
+        language_hint=inbound.language_hint,
+    )
+
+
+def to_outbound(contact: ContactInfo, prompt: Prompt) -> Outbound:
+    return Outbound(
+        channel=contact.channel,
+        address=contact.address,
+        text=prompt.text,
+        buttons=tuple(Button(o.payload, o.label) for o in prompt.options),
+        expects=prompt.expects,
+    )
+
+
+async def apply_effect(tx: Changes, effect: Effect) -> None:
+    match effect:
+        case StartSubmission():
+            await tx.start_submission(
+                effect.submission,
+                effect.flow,
+                effect.version,
+                effect.language,
+                effect.territory,
+                effect.folio,
+            )
+        case SaveAnswer():
+            await tx.save_answer(
+                effect.submission, effect.question, effect.state, effect.raw, effect.value
+            )
+        case CompleteSubmission():
+            await tx.complete_submission(effect.submission)
+        case SetProfile():
+            await tx.set_profile(effect.field, effect.value)
+        case SetLanguage():
+            await tx.set_language(effect.language)
+        case RecordConsent():
+            await tx.record_consent(
+                effect.submission, effect.flow, effect.given, effect.notice_version
+            )
+        case OptOut():
+            await tx.opt_out()
+
+
+class Inbox:
+    def __init__(
+        self,
+        store: Store,
+        states: StateStore,
+        engine: Engine,
+        outbox: Outbox,
+        clock: Callable[[], datetime] = utcnow,
+        media: MediaStore | None = None,
+    ) -> None:
+        self.store, self.states, self.engine, self.outbox = store, states, engine, outbox
+        self.clock = clock
+        self.media = media
+        self.channels: dict[str, Channel] = {}
+
+    async def receive(self, inbound: Inbound) -> Received:
+        """Record a message durably (once per provider id). Nothing is processed yet."""
+        seen_key = f"{inbound.channel}:{inbound.provider_id}" if inbound.provider_id else None
+        if seen_key and await self.states.seen(seen_key):
+            return Received(None, None)
+        contact_id, message_id = await self.store.record_inbound(
+            inbound.channel,
+            inbound.address,
+            inbound.provider_id,
+            inbound.text,
+            inbound.to_dict(),
+            name=inbound.name,
+            extra=inbound.extra or None,
+        )
+        if seen_key:
+            await self.states.mark_seen(seen_key)
+        return Received(contact_id, message_id)
+
+    async def process(self, contact_id: int) -> int:
+        """Handle every recorded, unhandled message of one contact, in order. Returns how many."""
+        handled = 0
+        async with self.states.lock(contact_id):
+            for message_id, payload in await self.store.pending_inbound(contact_id):
+                await self._handle(contact_id, message_id, Inbound.from_dict(payload))
+                handled += 1
+        return handled
+
+    async def handle(self, inbound: Inbound) -> Received:
+        """Record and process at once (terminal, simulator, tests)."""
+        received = await self.receive(inbound)
+        if received.contact_id is not None:
+            await self.process(received.contact_id)
+        return received
+
+    async def _keep_photos(self, inbound: Inbound) -> Inbound:
+        """Download photos with the channel's credentials, so answers point to our copy."""
+        channel = self.channels.get(inbound.channel)
+        if channel is None or self.media is None or not inbound.attachments:
+            return inbound
+        kept = []
+        for attachment in inbound.attachments:
+            if attachment.content_type.startswith("image/") and "://" in attachment.url:
+                try:
+                    data = await channel.fetch_media(attachment)
+                    ref = await self.media.save(data, attachment.content_type)
+                    attachment = Attachment(ref, attachment.content_type)
+                except Exception:
+                    # Keep the provider's reference: the answer is still recorded, and staff
+                    # can fetch it later; a resident is never asked twice for a photo.
+                    log.warning("could not keep a photo from %s", inbound.channel, exc_info=True)
+            kept.append(attachment)
+        return replace(inbound, attachments=tuple(kept))
+
+    async def _handle(self, contact_id: int, message_id: int, inbound: Inbound) -> None:
+        inbound = await self._keep_photos(inbound)
+        contact = await self.store.contact(contact_id)
+        data = await self.states.get(contact_id)
+        if data is None:  # this process restarted, or Redis was flushed: the durable copy
+            data = await self.store.open_cursor(contact_id)
+        before = Conversation.from_dict(data)
+        try:
+            outcome = self.engine.handle(
+                before,
+                Resident(contact.language, contact.profile),
+                to_message(inbound),
+                self.clock(),
+            )
+        except Exception:
+            # A bug must not wedge this resident's inbox: log (no address), apologise, move on.
+            log.exception("engine failed on message %s of contact %s", message_id, contact.pid)
+            async with self.store.changes(contact_id) as tx:
+                await tx.mark_processed(message_id)
+                ids = [
+                    await self._queue(
+                        tx,
+                        contact,
+                        Prompt(
+                            t(contact.language or self.engine.default_language, "not-understood")
+                        ),
+                    )
+                ]
+            await self.outbox.enqueue(ids)
+            return
+        after = outcome.conversation
+        async with self.store.changes(contact_id) as tx:
+            for effect in outcome.effects:
+                await apply_effect(tx, effect)
+            if before.submission and before.submission != after.submission:
+                await tx.save_cursor(before.submission, {})  # left behind: not to be resumed
+            if after.submission:
+                await tx.save_cursor(after.submission, after.to_dict())
+            await tx.mark_processed(message_id)
+            ids = [await self._queue(tx, contact, prompt) for prompt in outcome.replies]
+        await self.states.set(contact_id, after.to_dict() if after.active else None)
+        await self.outbox.enqueue(ids)
+
+    @staticmethod
+    async def _queue(tx: Changes, contact: ContactInfo, prompt: Prompt) -> int:
+        outbound = to_outbound(contact, prompt)
+        return await tx.queue_outbound(contact.channel, outbound.text, outbound.to_dict())

@@ -1,0 +1,150 @@
+"""The web process (`consulta serve`): health, metrics, and the flow simulator for staff.
+
+Channel webhooks register their routes here through `ROUTES` hooks; the process keeps no state
+of its own, so several of them can run side by side on one Redis and one PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from adapters import simulator
+from bot.runtime import Runtime
+
+__all__ = ["METRICS", "RUNTIME", "build_app"]
+
+log = logging.getLogger(__name__)
+
+RUNTIME = web.AppKey("runtime", Runtime)
+METRICS = web.AppKey("metrics", dict)
+PAGES = Path(__file__).parent / "pages"
+MAX_BODY = 256 * 1024  # webhooks are small; anything larger is refused with 413
+
+
+def _metrics() -> tuple[CollectorRegistry, dict[str, Counter]]:
+    registry = CollectorRegistry()
+    counters = {
+        "inbound": Counter(
+            "consulta_inbound_messages",
+            "Messages recorded from residents",
+            ["channel"],
+            registry=registry,
+        ),
+        "duplicates": Counter(
+            "consulta_inbound_duplicates",
+            "Provider retries ignored",
+            ["channel"],
+            registry=registry,
+        ),
+        "rejected": Counter(
+            "consulta_rejected_requests",
+            "Requests refused with a 4xx",
+            ["route"],
+            registry=registry,
+        ),
+    }
+    return registry, counters
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[RUNTIME] = runtime
+    registry, counters = _metrics()
+    app[METRICS] = {"registry": registry, **counters}
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/simulator", simulator_page)
+    app.router.add_get("/simulator/api/flows", simulator_flows)
+    app.router.add_post("/simulator/api/send", simulator_send)
+    app.router.add_get("/simulator/api/messages", simulator_messages)
+    for channel in runtime.channels:
+        app.router.add_routes(channel.routes(runtime))
+    return app
+
+
+def bad_request(request: web.Request, reason: str, status: int = 400) -> web.Response:
+    request.app[METRICS]["rejected"].labels(request.path).inc()
+    return web.json_response({"error": reason}, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    checks = await request.app[RUNTIME].health()
+    healthy = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS]["registry"])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# --- simulator -----------------------------------------------------------------------------
+
+
+async def simulator_page(request: web.Request) -> web.Response:
+    return web.FileResponse(PAGES / "simulator.html")
+
+
+async def simulator_flows(request: web.Request) -> web.Response:
+    flows = request.app[RUNTIME].flows
+    return web.json_response(
+        [
+            {
+                "id": f.id,
+                "version": f.version,
+                "title": dict(f.title),
+                "collects": f.collects,
+                "default": f.default,
+            }
+            for f in sorted(flows.values(), key=lambda f: (not f.default, f.id))
+        ]
+    )
+
+
+async def simulator_send(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return bad_request(request, "the body must be JSON")
+    try:
+        inbound = simulator.parse(body)
+    except simulator.BadRequest as exc:
+        return bad_request(request, str(exc))
+    runtime = request.app[RUNTIME]
+    request.app[METRICS]["inbound"].labels(simulator.CHANNEL).inc()
+    await runtime.inbox.handle(inbound)  # inline: the page shows the reply right away
+    after = body.get("after") if isinstance(body.get("after"), int) else 0
+    return web.json_response({"messages": await _log(runtime, inbound.address, after)})
+
+
+async def simulator_messages(request: web.Request) -> web.Response:
+    session = request.query.get("session", "")
+    if not session.isalnum() or not 8 <= len(session) <= 64:
+        return bad_request(request, "session must be 8 to 64 letters or digits")
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError:
+        return bad_request(request, "after must be a whole number")
+    return web.json_response({"messages": await _log(request.app[RUNTIME], session, after)})
+
+
+async def _log(runtime: Runtime, session: str, after: int) -> list[dict[str, object]]:
+    rows = await runtime.store.conversation_log(simulator.CHANNEL, session, after)
+    result = []
+    for message_id, direction, body, payload in rows:
+        item: dict[str, object] = {"id": message_id, "direction": direction, "text": body or ""}
+        if direction == "out":
+            item["buttons"] = payload.get("buttons", [])
+            item["expects"] = payload.get("expects")
+        elif payload.get("place"):
+            item["location"] = payload["place"]
+        result.append(item)
+    return result

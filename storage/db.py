@@ -1,0 +1,55 @@
+"""Database connection and migrations: SQLite by default, PostgreSQL through asyncpg."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["DEFAULT_URL", "connect", "migrate", "migrate_async"]
+
+DEFAULT_URL = "sqlite+aiosqlite:///consulta.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def connect(url: str = DEFAULT_URL, **kwargs: object) -> AsyncEngine:
+    """An async engine. SQLite gets WAL, foreign keys and a busy timeout for concurrent use."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(url: str = DEFAULT_URL, revision: str = "head") -> None:
+    """Apply migrations (blocking; runs its own event loop inside Alembic's env.py)."""
+    command.upgrade(alembic_config(url), revision)
+
+
+async def migrate_async(url: str = DEFAULT_URL) -> None:
+    """`migrate` from inside a running event loop."""
+    await asyncio.to_thread(migrate, url)

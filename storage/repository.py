@@ -1,0 +1,464 @@
+"""Reading and writing residents' data: contacts, the message log, submissions and answers.
+
+Every change a resident's message causes is written through one `Changes` unit of work, in a
+single transaction, so a crash leaves either all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from storage.models import Answer, Consent, Contact, MessageLog, Submission, utcnow
+
+__all__ = ["ContactInfo", "OutboundRow", "Store"]
+
+
+@dataclass(frozen=True)
+class ContactInfo:
+    id: int
+    pid: str
+    channel: str
+    address: str
+    language: str | None
+    profile: dict[str, Any]
+    opted_out: bool
+    name: str | None
+    last_inbound_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OutboundRow:
+    id: int
+    contact_id: int
+    channel: str
+    status: str
+    attempts: int
+    payload: dict[str, Any]
+
+
+def _info(c: Contact) -> ContactInfo:
+    return ContactInfo(
+        c.id,
+        c.pid,
+        c.channel,
+        c.address,
+        c.language,
+        dict(c.profile or {}),
+        c.opted_out,
+        c.name,
+        c.last_inbound_at,
+    )
+
+
+class Store:
+    """The database, as the rest of Consulta sees it."""
+
+    def __init__(self, engine: AsyncEngine, secret: str) -> None:
+        self.engine = engine
+        self._secret = secret.encode()
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def pseudonym(self, channel: str, address: str) -> str:
+        """A stable, keyed, one-way id for a contact: what exports and logs show."""
+        digest = hmac.new(self._secret, f"{channel}:{address}".encode(), hashlib.sha256)
+        return "c" + digest.hexdigest()[:19]
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # inbound -------------------------------------------------------------------------------
+
+    async def record_inbound(
+        self,
+        channel: str,
+        address: str,
+        provider_id: str | None,
+        body: str | None,
+        payload: dict[str, Any],
+        *,
+        name: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[int, int | None]:
+        """Durably record a resident's message. Returns (contact id, message id or None when
+        this provider id was already recorded)."""
+        now = utcnow()
+        async with self._sessions.begin() as session:
+            contact_id = await self._contact_id(session, channel, address)
+            values: dict[str, Any] = {"last_inbound_at": now, "opted_out": False}
+            if name:
+                values["name"] = name[:128]
+            await session.execute(update(Contact).where(Contact.id == contact_id).values(values))
+            if extra:
+                contact = await session.get(Contact, contact_id)
+                assert contact is not None
+                contact.extra = {**(contact.extra or {}), **extra}
+            stmt = (
+                self._insert(MessageLog)
+                .values(
+                    direction="in",
+                    channel=channel,
+                    contact_id=contact_id,
+                    provider_id=provider_id,
+                    status="received",
+                    body=body,
+                    payload=payload,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["channel", "direction", "provider_id"])
+                .returning(MessageLog.id)
+            )
+            message_id = (await session.execute(stmt)).scalar_one_or_none()
+        return contact_id, message_id
+
+    async def _contact_id(self, session: AsyncSession, channel: str, address: str) -> int:
+        stmt = (
+            self._insert(Contact)
+            .values(
+                pid=self.pseudonym(channel, address),
+                channel=channel,
+                address=address,
+                profile={},
+                extra={},
+                opted_out=False,
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["channel", "address"])
+        )
+        await session.execute(stmt)
+        found = await session.execute(
+            select(Contact.id).where(Contact.channel == channel, Contact.address == address)
+        )
+        return found.scalar_one()
+
+    async def pending_inbound(self, contact_id: int) -> list[tuple[int, dict[str, Any]]]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(MessageLog.id, MessageLog.payload)
+                .where(
+                    MessageLog.contact_id == contact_id,
+                    MessageLog.direction == "in",
+                    MessageLog.status == "received",
+                )
+                .order_by(MessageLog.id)
+            )
+            return [(r.id, r.payload) for r in rows]
+
+    async def contacts_with_pending_inbound(self) -> list[int]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(MessageLog.contact_id)
+                .where(MessageLog.direction == "in", MessageLog.status == "received")
+                .group_by(MessageLog.contact_id)
+                .order_by(func.min(MessageLog.id))
+            )
+            return list(rows.scalars())
+
+    # contacts ------------------------------------------------------------------------------
+
+    async def contact(self, contact_id: int) -> ContactInfo:
+        async with self._sessions() as session:
+            found = await session.get(Contact, contact_id)
+            if found is None:
+                raise LookupError(f"no contact {contact_id}")
+            return _info(found)
+
+    async def find_contact(self, channel: str, address: str) -> ContactInfo | None:
+        async with self._sessions() as session:
+            found = await session.execute(
+                select(Contact).where(Contact.channel == channel, Contact.address == address)
+            )
+            contact = found.scalar_one_or_none()
+            return _info(contact) if contact else None
+
+    async def set_opted_out(self, contact_id: int) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Contact)
+                .where(Contact.id == contact_id)
+                .values(opted_out=True, opted_out_at=utcnow())
+            )
+
+    async def open_cursor(self, contact_id: int) -> dict[str, Any] | None:
+        """Where the resident is in their latest unfinished flow, from the durable copy."""
+        async with self._sessions() as session:
+            found = await session.execute(
+                select(Submission.cursor)
+                .where(Submission.contact_id == contact_id, Submission.status == "partial")
+                .order_by(Submission.updated_at.desc())
+                .limit(1)
+            )
+            cursor = found.scalar_one_or_none()
+            return dict(cursor) if cursor else None
+
+    # one message's changes -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def changes(self, contact_id: int) -> AsyncIterator[Changes]:
+        async with self._sessions.begin() as session:
+            yield Changes(self, session, contact_id)
+
+    # outbound ------------------------------------------------------------------------------
+
+    async def outbound(self, message_id: int) -> OutboundRow | None:
+        async with self._sessions() as session:
+            row = await session.get(MessageLog, message_id)
+            if row is None or row.direction != "out":
+                return None
+            return OutboundRow(
+                row.id, row.contact_id, row.channel, row.status, row.attempts, dict(row.payload)
+            )
+
+    async def mark_outbound(
+        self,
+        message_id: int,
+        status: str,
+        *,
+        provider_id: str | None = None,
+        error: str | None = None,
+        attempt: bool = False,
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+        if provider_id:
+            values["provider_id"] = provider_id
+        if error is not None:
+            values["error"] = error[:255]
+        if attempt:
+            values["attempts"] = MessageLog.attempts + 1
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(MessageLog).where(MessageLog.id == message_id).values(values)
+            )
+
+    async def update_status_by_provider_id(
+        self, channel: str, provider_id: str, status: str, error: str | None = None
+    ) -> bool:
+        values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+        if error:
+            values["error"] = error[:255]
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(MessageLog)
+                .where(
+                    MessageLog.channel == channel,
+                    MessageLog.direction == "out",
+                    MessageLog.provider_id == provider_id,
+                )
+                .values(values)
+            )
+            return bool(result.rowcount)
+
+    async def stale_outbound(self, older_than: timedelta) -> list[int]:
+        """Queued messages nobody is sending (their process died before the queue got them)."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(MessageLog.id)
+                .where(
+                    MessageLog.direction == "out",
+                    MessageLog.status == "queued",
+                    MessageLog.updated_at < utcnow() - older_than,
+                )
+                .order_by(MessageLog.id)
+            )
+            return list(rows.scalars())
+
+    async def conversation_log(
+        self, channel: str, address: str, after_id: int = 0
+    ) -> Sequence[tuple[int, str, str | None, dict[str, Any]]]:
+        """(id, direction, body, payload) of one contact's messages after `after_id`."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(MessageLog.id, MessageLog.direction, MessageLog.body, MessageLog.payload)
+                .join(Contact, Contact.id == MessageLog.contact_id)
+                .where(
+                    Contact.channel == channel, Contact.address == address, MessageLog.id > after_id
+                )
+                .order_by(MessageLog.id)
+            )
+            return [(r.id, r.direction, r.body, r.payload) for r in rows]
+
+    # reading what residents said (tests, exports) ------------------------------------------
+
+    async def submissions(self, contact_id: int | None = None) -> list[dict[str, Any]]:
+        async with self._sessions() as session:
+            stmt = select(Submission).order_by(Submission.started_at, Submission.id)
+            if contact_id is not None:
+                stmt = stmt.where(Submission.contact_id == contact_id)
+            subs = list((await session.execute(stmt)).scalars())
+            answers = await session.execute(
+                select(Answer).where(Answer.submission_id.in_([s.id for s in subs]))
+            )
+            by_sub: dict[str, dict[str, Any]] = {}
+            for a in answers.scalars():
+                by_sub.setdefault(a.submission_id, {})[a.question] = a.value
+            return [
+                {
+                    "id": s.id,
+                    "flow": s.flow_id,
+                    "version": s.flow_version,
+                    "status": s.status,
+                    "language": s.language,
+                    "channel": s.channel,
+                    "territory": s.territory,
+                    "folio": s.folio,
+                    "answers": by_sub.get(s.id, {}),
+                }
+                for s in subs
+            ]
+
+    async def consents(self, contact_id: int) -> list[dict[str, Any]]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Consent).where(Consent.contact_id == contact_id).order_by(Consent.id)
+            )
+            return [
+                {
+                    "flow": c.flow_id,
+                    "given": c.given,
+                    "notice_version": c.notice_version,
+                    "at": c.at,
+                }
+                for c in rows.scalars()
+            ]
+
+
+class Changes:
+    """The writes one resident message causes, inside one transaction."""
+
+    def __init__(self, store: Store, session: AsyncSession, contact_id: int) -> None:
+        self.store, self.session, self.contact_id = store, session, contact_id
+        self.now = utcnow()
+        self._contact: Contact | None = None
+
+    async def _me(self) -> Contact:
+        if self._contact is None:
+            self._contact = await self.session.get(Contact, self.contact_id)
+            assert self._contact is not None
+        return self._contact
+
+    async def start_submission(
+        self,
+        submission_id: str,
+        flow_id: str,
+        version: int,
+        language: str | None,
+        territory: str | None,
+        folio: str | None,
+    ) -> None:
+        contact = await self._me()
+        self.session.add(
+            Submission(
+                id=submission_id,
+                contact_id=self.contact_id,
+                flow_id=flow_id,
+                flow_version=version,
+                status="partial",
+                language=language,
+                channel=contact.channel,
+                territory=territory,
+                folio=folio,
+                cursor={},
+                started_at=self.now,
+                updated_at=self.now,
+            )
+        )
+        await self.session.flush()
+
+    async def save_answer(
+        self, submission_id: str, question: str, state: str, raw: str | None, value: Any
+    ) -> None:
+        stmt = self.store._insert(Answer).values(
+            submission_id=submission_id,
+            question=question,
+            state=state,
+            raw_text=raw,
+            value=value,
+            answered_at=self.now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["submission_id", "question"],
+            set_={
+                "state": state,
+                "raw_text": raw,
+                "value": stmt.excluded.value,
+                "answered_at": self.now,
+            },
+        )
+        await self.session.execute(stmt)
+
+    async def complete_submission(self, submission_id: str) -> None:
+        await self.session.execute(
+            update(Submission)
+            .where(Submission.id == submission_id)
+            .values(status="complete", completed_at=self.now, updated_at=self.now, cursor={})
+        )
+
+    async def save_cursor(self, submission_id: str, cursor: dict[str, Any]) -> None:
+        await self.session.execute(
+            update(Submission)
+            .where(Submission.id == submission_id, Submission.status == "partial")
+            .values(cursor=cursor, updated_at=self.now)
+        )
+
+    async def set_profile(self, name: str, value: Any) -> None:
+        contact = await self._me()
+        contact.profile = {**(contact.profile or {}), name: value}
+
+    async def set_language(self, language: str) -> None:
+        (await self._me()).language = language
+
+    async def record_consent(
+        self, submission_id: str | None, flow_id: str, given: bool, notice_version: str | None
+    ) -> None:
+        self.session.add(
+            Consent(
+                contact_id=self.contact_id,
+                submission_id=submission_id,
+                flow_id=flow_id,
+                given=given,
+                notice_version=notice_version,
+                at=self.now,
+            )
+        )
+
+    async def opt_out(self) -> None:
+        contact = await self._me()
+        contact.opted_out, contact.opted_out_at = True, self.now
+
+    async def mark_processed(self, message_id: int) -> None:
+        await self.session.execute(
+            update(MessageLog)
+            .where(MessageLog.id == message_id)
+            .values(status="processed", updated_at=self.now)
+        )
+
+    async def queue_outbound(self, channel: str, body: str, payload: dict[str, Any]) -> int:
+        row = MessageLog(
+            direction="out",
+            channel=channel,
+            contact_id=self.contact_id,
+            status="queued",
+            body=body,
+            payload=payload,
+            attempts=0,
+            created_at=self.now,
+            updated_at=self.now,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row.id

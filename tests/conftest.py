@@ -1,0 +1,81 @@
+"""Shared fixtures: every storage-touching test runs on SQLite + in-process state and on
+PostgreSQL + Redis (real servers on 127.0.0.1; a test run fails, never skips, without them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from bot.config import Settings
+from bot.runtime import Runtime
+from storage.db import migrate
+from tests.settings import PG_ADMIN, REDIS
+
+TABLES = "answers, consents, messages, submissions, contacts"
+
+
+def _blocking(function: Callable[..., Any], *args: Any) -> Any:
+    """Run in a thread of its own: fixtures may be set up inside a running event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(function, *args).result()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A database of this test run's own, migrated once."""
+    name = f"consulta_test_{os.getpid()}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    _blocking(asyncio.run, admin(f"DROP DATABASE IF EXISTS {name}"))
+    _blocking(asyncio.run, admin(f"CREATE DATABASE {name}"))
+    url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/" + name
+    _blocking(migrate, url)
+    yield url
+    _blocking(asyncio.run, admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+async def _reset_postgres(url: str) -> None:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    client = aioredis.from_url(REDIS)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    base = Settings(secret_key="test-secret", media_dir=str(tmp_path / "media"))
+    if request.param == "sqlite":
+        return replace(base, database_url=f"sqlite+aiosqlite:///{tmp_path / 'consulta.db'}")
+    url = request.getfixturevalue("pg_url")
+    await _reset_postgres(url)
+    return replace(base, database_url=url, redis_url=REDIS)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = await Runtime.create(settings, migrate=settings.redis_url is None)
+    try:
+        yield rt
+    finally:
+        await rt.close()

@@ -1,0 +1,372 @@
+"""The conversation engine, without storage: every question kind, branching, retries,
+commands, expiry and resume, language choice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.engine import (
+    CompleteSubmission,
+    Conversation,
+    Engine,
+    Location,
+    Media,
+    Message,
+    OptOut,
+    RecordConsent,
+    Resident,
+    SaveAnswer,
+    SetLanguage,
+    SetProfile,
+    StartSubmission,
+)
+from flows.i18n import t
+from flows.model import load_flow
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "flows"
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def make_engine(**kwargs: Any) -> Engine:
+    flows = {}
+    for path in sorted(FIXTURES.glob("*.yaml")):
+        flow = load_flow(path)
+        flows[flow.id] = flow
+    counter = iter(range(1, 1000))
+    return Engine(flows, new_id=lambda: f"s{next(counter)}", new_folio=lambda: "FOLIO123", **kwargs)
+
+
+@dataclass
+class Chat:
+    """A resident talking to the engine; effects are applied to the resident as the bot would."""
+
+    engine: Engine = field(default_factory=make_engine)
+    conv: Conversation = field(default_factory=Conversation)
+    language: str | None = "es"
+    profile: dict[str, Any] = field(default_factory=dict)
+    now: datetime = NOW
+    effects: list[Any] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    last: list[Any] = field(default_factory=list)
+
+    def send(self, text: str | None = None, **kwargs: Any) -> str:
+        outcome = self.engine.handle(
+            self.conv,
+            Resident(self.language, self.profile),
+            Message(text=text, **kwargs),
+            self.now,
+        )
+        self.conv = outcome.conversation
+        self.effects.extend(outcome.effects)
+        self.last = outcome.replies
+        for effect in outcome.effects:
+            if isinstance(effect, SetLanguage):
+                self.language = effect.language
+            if isinstance(effect, SetProfile):
+                self.profile[effect.field] = effect.value
+        texts = [p.text for p in outcome.replies]
+        self.replies.extend(texts)
+        return "\n---\n".join(texts)
+
+    def answers(self) -> dict[str, Any]:
+        return {e.question: e.value for e in self.effects if isinstance(e, SaveAnswer)}
+
+
+def started(chat: Chat, flow: str = "kinds") -> Chat:
+    chat.send(start=flow)
+    return chat
+
+
+def test_a_whole_flow_with_every_kind_of_question() -> None:
+    chat = started(Chat())
+    assert chat.replies[0] == "Hola"  # a message waits for nothing
+    assert "Edad" in chat.replies[1] and "1. Joven\n2. Mayor" in chat.replies[1]
+    assert [o.payload for o in chat.last[-1].options] == ["age:young", "age:older"]
+    chat.send("2")
+    chat.send("1, 3")
+    chat.send("Arbolito")  # parks chosen → parks_detail
+    chat.send("sí")
+    chat.send("4")
+    chat.send("12")
+    chat.send(location=Location(19.43, -99.13, "Zócalo"))
+    reply = chat.send(media=(Media("media/x.jpg", "image/jpeg"),))
+    assert reply == "Gracias "
+    assert chat.answers() == {
+        "age": "older",
+        "likes": ["water", "parks"],
+        "parks_detail": "Arbolito",
+        "agree": True,
+        "score": 4,
+        "count": 12,
+        "place": {"latitude": 19.43, "longitude": -99.13, "label": "Zócalo"},
+        "pic": {"media": "media/x.jpg", "content_type": "image/jpeg"},
+    }
+    assert isinstance(chat.effects[0], StartSubmission)
+    assert isinstance(chat.effects[-1], CompleteSubmission)
+    assert not chat.conv.active
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("1", "young"),
+        ("JÓVEN", "young"),
+        ("  mayor ", "older"),
+        ("older", "older"),
+        ("Âgé", "older"),
+    ],
+)
+def test_single_choice_is_matched_forgivingly(typed: str, expected: str) -> None:
+    chat = started(Chat())
+    chat.send(typed)
+    assert chat.answers()["age"] == expected
+
+
+@pytest.mark.parametrize("word", ["si", "Sí", "yes", "OUI", "ok", "claro", "1", "d'accord"])
+def test_yes_words_of_three_languages(word: str) -> None:
+    assert (
+        Engine._parse(
+            make_engine(), make_engine().flows["kinds"].state("agree"), Message(text=word)
+        )
+        is True
+    )
+
+
+@pytest.mark.parametrize("word", ["no", "NON", "nope", "2", "nel"])
+def test_no_words_of_three_languages(word: str) -> None:
+    engine = make_engine()
+    assert engine._parse(engine.flows["kinds"].state("agree"), Message(text=word)) is False
+
+
+def test_multiple_choice_separators_and_limit() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    reply = chat.send("1 2 3")  # max_choices is 2
+    assert reply == t("es", "reprompt-multiple", max=3)
+    chat.send("agua y luz")
+    assert chat.answers()["likes"] == ["water", "light"]
+    assert chat.conv.state == "agree"
+
+
+def test_branching_on_a_scale_answer() -> None:
+    chat = started(Chat())
+    for answer in ("1", "1", "si", "2"):
+        chat.send(answer)
+    assert chat.conv.state == "why_low"
+
+
+def test_branching_to_the_end_on_no() -> None:
+    chat = started(Chat())
+    for answer in ("1", "1", "no"):
+        chat.send(answer)
+    assert not chat.conv.active
+    assert isinstance(chat.effects[-1], CompleteSubmission)
+
+
+def test_a_wrong_answer_gets_a_reprompt_then_the_flow_moves_on() -> None:
+    chat = started(Chat())
+    assert chat.send("7") == t("es", "reprompt-choice", max=2)
+    assert chat.send("quién sabe") == t("es", "reprompt-choice", max=2)
+    reply = chat.send("tal vez")  # the third miss: retries (2) exhausted, skip
+    assert t("es", "moving-on") in reply
+    assert chat.conv.state == "likes"
+    assert "age" not in chat.answers()
+
+
+def test_retries_exhausted_can_end_the_flow_politely() -> None:
+    chat = started(Chat())
+    for answer in ("1", "1", "si", "5"):
+        chat.send(answer)
+    assert chat.send("muchos") == t("es", "reprompt-number", min=0, max=20)
+    assert chat.send("cien") == t("es", "ended-after-retries")
+    assert not chat.conv.active
+
+
+def test_text_length_and_number_bounds() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    chat.send("3")
+    assert chat.send("a" * 11) == t("es", "reprompt-text-too-long", max=10)
+    chat.send("corto")
+    chat.send("si")
+    chat.send("5")
+    assert chat.send("21") == t("es", "reprompt-number", min=0, max=20)
+
+
+def test_location_typed_and_photo_skipped_or_refused() -> None:
+    chat = started(Chat())
+    for answer in ("1", "1", "si", "5", "3"):
+        chat.send(answer)
+    chat.send("Calle Hidalgo esquina Juárez")
+    assert chat.answers()["place"] == {"text": "Calle Hidalgo esquina Juárez"}
+    assert chat.last[-1].expects == "photo"
+    assert chat.send(media=(Media("m/v.ogg", "audio/ogg"),)) == t("es", "media-not-understood")
+    assert chat.send("foto") == t("es", "reprompt-photo")
+    chat.send("0")
+    assert "pic" not in chat.answers()
+    assert not chat.conv.active
+
+
+def test_location_question_offers_a_native_button() -> None:
+    chat = started(Chat())
+    for answer in ("1", "1", "si", "5", "3"):
+        chat.send(answer)
+    assert chat.last[-1].expects == "location"
+    assert chat.send("1") == t("es", "reprompt-location")  # a bare digit is no place
+
+
+def test_help_repeats_the_question() -> None:
+    chat = started(Chat())
+    reply = chat.send("ayuda")
+    assert reply.startswith(t("es", "help")) and "Edad" in reply
+    assert chat.conv.state == "age"
+
+
+def test_back_goes_to_the_previous_question_and_replaces_its_answer() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    assert "Edad" in chat.send("atrás")
+    chat.send("2")
+    assert chat.answers()["age"] == "older"
+    assert chat.conv.state == "likes"
+
+
+def test_back_on_the_first_question() -> None:
+    chat = started(Chat())
+    assert chat.send("back").startswith(t("es", "back-unavailable"))
+
+
+def test_restart_starts_a_new_submission() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    first = chat.conv.submission
+    chat.send("reiniciar")
+    # A new submission; the age group is already known, so it is carried over, not re-asked.
+    assert chat.conv.submission != first and chat.conv.state == "likes"
+    assert chat.effects[-1] == SaveAnswer(chat.conv.submission, "age", "age", None, "young")
+
+
+def test_stop_opts_out_and_forgets_the_conversation() -> None:
+    chat = started(Chat())
+    assert chat.send("STOP") == t("es", "stopped")
+    assert isinstance(chat.effects[-1], OptOut)
+    assert not chat.conv.active
+
+
+def test_language_command_switches_and_reasks_in_the_new_language() -> None:
+    chat = started(Chat())
+    assert chat.send("idioma") == t("es", "language-menu")
+    reply = chat.send("3")
+    assert chat.language == "fr"
+    assert reply.startswith(t("fr", "language-set")) and "Âge" in reply
+
+
+def test_an_idle_conversation_offers_to_resume() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    chat.now = NOW + timedelta(hours=25)
+    assert chat.send("hola") == t("es", "resume-offer", title="Prueba")
+    assert "Gustos" in chat.send("1")
+    chat.send("1")
+    assert chat.answers()["likes"] == ["water"]
+
+
+def test_an_idle_conversation_can_start_over() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    first = chat.conv.submission
+    chat.now = NOW + timedelta(days=3)
+    chat.send("hola")
+    chat.send("2")
+    assert chat.conv.submission != first and chat.conv.state == "likes"
+
+
+def test_profile_questions_are_skipped_when_known() -> None:
+    chat = started(Chat(profile={"age_group": "young"}))
+    assert chat.conv.state == "likes"
+    assert chat.answers()["age"] == "young"
+
+
+def test_profile_answers_are_saved_on_the_contact() -> None:
+    chat = started(Chat())
+    chat.send("2")
+    assert SetProfile("age_group", "older") in chat.effects
+
+
+def test_new_resident_language_detected_from_a_greeting() -> None:
+    chat = Chat(language=None)
+    chat.send("hello")
+    assert chat.language == "en"
+    assert chat.replies[0].startswith("Notice")  # the default flow, in English
+
+
+def test_new_resident_unsure_language_gets_the_menu() -> None:
+    chat = Chat(language=None)
+    assert chat.send("1") == t("es", "language-menu")
+    reply = chat.send("2")
+    assert chat.language == "en"
+    assert reply.startswith(t("en", "language-set"))
+    assert "Notice https://example.org/privacy" in reply
+
+
+def test_a_keyword_starts_its_flow_in_its_language() -> None:
+    chat = Chat(language=None)
+    chat.send("essai")
+    assert chat.language == "fr" and chat.conv.flow == "kinds"
+    assert chat.replies[0] == "Bonjour"
+
+
+def test_a_deep_link_presets_the_territory() -> None:
+    chat = Chat()
+    chat.send(start="kinds_centro")
+    assert chat.conv.territory == "centro"
+    assert StartSubmission("s1", "kinds", 1, "es", "centro", None) in chat.effects
+
+
+def test_a_stale_button_does_not_answer_a_later_question() -> None:
+    chat = started(Chat())
+    chat.send(payload="age:young")
+    assert chat.conv.state == "likes"
+    assert chat.send(payload="age:older") == t("es", "reprompt-multiple", max=3)
+    assert chat.conv.retries == 0
+    assert chat.answers()["age"] == "young"
+
+
+def test_consent_is_recorded_with_the_notice_version_and_a_report_gets_a_folio() -> None:
+    chat = Chat()
+    reply = chat.send(start="")
+    assert "Aviso https://example.org/privacy" in reply
+    chat.send("si")
+    assert RecordConsent("s1", "consented", True, "v7") in chat.effects
+    assert chat.send("Fuga de agua") == "Folio FOLIO123"
+
+
+def test_declined_consent_ends_politely_with_nothing_more_asked() -> None:
+    chat = Chat()
+    chat.send(start="")
+    assert chat.send("no") == t("es", "consent-declined")
+    assert RecordConsent("s1", "consented", False, "v7") in chat.effects
+    assert not chat.conv.active
+
+
+def test_an_edited_flow_never_mixes_versions() -> None:
+    chat = started(Chat())
+    chat.conv.version = 0  # the conversation began on an older version
+    reply = chat.send("1")
+    assert reply.startswith(t("es", "restarting"))
+    assert chat.conv.version == 1 and chat.conv.submission == "s2"
+    assert "age" not in chat.answers()
+
+
+def test_conversation_round_trips_as_small_json() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    data = chat.conv.to_dict()
+    assert Conversation.from_dict(data) == chat.conv
+    assert len(str(data)) < 300

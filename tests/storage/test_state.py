@@ -1,0 +1,85 @@
+"""Conversation-state stores: in-process and Redis behave the same, and the lock serialises."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from storage.state import MemoryStateStore, RedisStateStore, StateStore
+from tests.settings import REDIS
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        yield MemoryStateStore()
+        return
+    client = aioredis.from_url(REDIS, decode_responses=True)
+    await client.flushdb()
+    state = RedisStateStore(client)
+    try:
+        yield state
+    finally:
+        await state.close()
+
+
+async def test_get_set_delete(store: StateStore) -> None:
+    assert await store.get(1) is None
+    await store.set(1, {"flow": "priorities", "state": "age_group", "history": ["consent"]})
+    assert await store.get(1) == {"flow": "priorities", "state": "age_group", "history": ["consent"]}
+    await store.set(1, None)
+    assert await store.get(1) is None
+
+
+async def test_seen_marks(store: StateStore) -> None:
+    assert not await store.seen("whatsapp:SM1")
+    await store.mark_seen("whatsapp:SM1")
+    assert await store.seen("whatsapp:SM1")
+    assert not await store.seen("whatsapp:SM2")
+
+
+async def test_the_lock_lets_one_holder_in_at_a_time(store: StateStore) -> None:
+    inside, most = 0, 0
+
+    async def hold() -> None:
+        nonlocal inside, most
+        async with store.lock(7):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    await asyncio.gather(*(hold() for _ in range(10)))
+    assert most == 1
+
+
+async def test_locks_of_different_contacts_do_not_wait_for_each_other(store: StateStore) -> None:
+    async with store.lock(1):
+        await asyncio.wait_for(_enter(store, 2), 1)
+
+
+async def _enter(store: StateStore, contact_id: int) -> None:
+    async with store.lock(contact_id):
+        pass
+
+
+async def test_two_redis_clients_share_one_lock() -> None:
+    first = RedisStateStore(aioredis.from_url(REDIS, decode_responses=True))
+    second = RedisStateStore(aioredis.from_url(REDIS, decode_responses=True))
+    order: list[str] = []
+
+    async def hold(state: RedisStateStore, name: str) -> None:
+        async with state.lock(42):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.05)
+            order.append(f"{name} out")
+
+    try:
+        await asyncio.gather(hold(first, "a"), hold(second, "b"))
+    finally:
+        await first.close()
+        await second.close()
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
