@@ -1,0 +1,119 @@
+"""The `consulta` command as a person runs it: a real process, real stdin and stdout."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONSULTA = [sys.executable, "-m", "bot.cli"]
+
+
+def run(args: list[str], env: dict[str, str], stdin: str = "", timeout: float = 60):
+    return subprocess.run(
+        CONSULTA + args,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+    return {
+        **clean,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "SECRET_KEY": "cli-test",
+        "MEDIA_DIR": str(tmp_path / "media"),
+    }
+
+
+def test_db_upgrade_creates_the_schema(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["db", "upgrade"], env)
+    assert result.returncode == 0, result.stderr
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"contacts", "submissions", "answers", "consents", "messages"} <= tables
+
+
+def test_flows_check_passes_on_the_shipped_flows(env: dict[str, str]) -> None:
+    result = run(["flows", "check"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_flows_check_reports_file_and_line(env: dict[str, str], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "id: broken\nversion: 1\ntitle: {es: a, en: b, fr: c}\nstart: one\nstates:\n"
+        "  one:\n    type: message\n    text: {es: a, en: b, fr: c}\n    next: nowhere\n",
+        encoding="utf-8",
+    )
+    result = run(["flows", "check", str(broken)], env)
+    assert result.returncode == 1
+    assert f"{broken}:9:" in result.stdout and "nowhere" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_answers_healthz_and_stops_cleanly(env: dict[str, str]) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [*CONSULTA, "serve"],
+        env={**env, "PORT": str(port)},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    assert b'"database": "ok"' in r.read()
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "serve did not answer within 30 s"
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+
+
+def test_serve_refuses_an_invalid_flow_and_says_why(env: dict[str, str], tmp_path: Path) -> None:
+    broken = tmp_path / "flows"
+    broken.mkdir()
+    (broken / "bad.yaml").write_text(
+        "id: bad\nversion: 1\ntitle: {es: a, en: b}\nstart: one\nstates:\n"
+        "  one:\n    type: end\n    text: {es: a, en: b, fr: c}\n",
+        encoding="utf-8",
+    )
+    result = run(["serve"], {**env, "FLOWS_PATH": str(broken), "PORT": str(_free_port())})
+    assert result.returncode == 1
+    assert "bad.yaml:3:" in result.stderr and "fr" in result.stderr
+
+
+def test_a_bad_setting_is_a_clear_error(env: dict[str, str]) -> None:
+    result = run(["serve"], {**env, "PORT": "eighty"})
+    assert result.returncode == 2
+    assert "PORT must be a whole number" in result.stderr
