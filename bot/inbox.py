@@ -175,10 +175,11 @@ class Inbox:
         if data is None:  # this process restarted, or Redis was flushed: the durable copy
             data = await self.store.open_cursor(contact_id)
         before = Conversation.from_dict(data)
+        completed = await self.store.completed_flows(contact_id) if not before.flow else ()
         try:
             outcome = self.engine.handle(
                 before,
-                Resident(contact.language, contact.profile),
+                Resident(contact.language, contact.profile, frozenset(completed)),
                 to_message(inbound),
                 self.clock(),
             )

@@ -79,6 +79,7 @@ class Resident:
 
     language: str | None = None
     profile: Mapping[str, Any] = field(default_factory=dict)
+    completed: frozenset[str] = frozenset()  # flows this resident has finished before
 
 
 @dataclass
@@ -380,7 +381,12 @@ class Engine:
         if not self._ensure_language(turn, msg, start=keyword_flow.id if keyword_flow else None):
             return
         if conv.flow is None:
-            self._start(turn, keyword_flow or self.default_flow, None)
+            flow = keyword_flow or self.default_flow
+            if keyword_flow is None and flow is not None and flow.id in turn.completed:
+                # "gracias" after the survey is not a wish to take it again.
+                turn.reply(t(turn.lang, "already-done", title=flow.title.get_text(turn.lang)))
+                return
+            self._start(turn, flow, None)
             return
         flow = self.flows.get(conv.flow)
         if flow is None or flow.version != conv.version or conv.state not in flow.states:
@@ -705,6 +711,7 @@ class _Turn:
         self.engine, self.conv = engine, conv
         self.lang: str = resident.language if resident.language in LANGUAGES else ""
         self.profile: dict[str, Any] = dict(resident.profile)
+        self.completed = resident.completed
         self.effects: list[Effect] = []
         self.replies: list[Prompt] = []
 

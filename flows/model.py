@@ -8,7 +8,7 @@ refuses is a file whose shape it cannot read at all (`FlowFormatError`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -312,7 +312,9 @@ def parse_flow(data: Any, path: str = "<flow>") -> Flow:
             raise FlowFormatError(
                 path, _line(states_node, name), f"state {name!r} must be a mapping"
             )
-        states[str(name)] = _state(str(name), node, path)
+        state = _state(str(name), node, path)
+        # Point at the state's name, where a reader looks for it.
+        states[str(name)] = replace(state, line=_line(states_node, name))
     keywords = data.get("keywords") or {}
     return Flow(
         id=str(data.get("id", "")),

@@ -206,6 +206,15 @@ class Store:
             cursor = found.scalar_one_or_none()
             return dict(cursor) if cursor else None
 
+    async def completed_flows(self, contact_id: int) -> list[str]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Submission.flow_id)
+                .where(Submission.contact_id == contact_id, Submission.status == "complete")
+                .distinct()
+            )
+            return list(rows.scalars())
+
     # one message's changes -----------------------------------------------------------------
 
     @asynccontextmanager

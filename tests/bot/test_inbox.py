@@ -84,7 +84,7 @@ async def test_a_whole_flow_is_stored_answer_by_answer(rt: Runtime) -> None:
         "pic": {"media": "media/a.jpg", "content_type": "image/jpeg"},
     }
     log = await replies(rt)
-    assert log[0] == "Hola" and log[-1] == "Gracias "
+    assert log[0] == "Hola" and log[-1] == "Gracias"
 
 
 async def test_replies_leave_through_the_outbox(rt: Runtime) -> None:

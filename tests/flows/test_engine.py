@@ -50,6 +50,7 @@ class Chat:
     conv: Conversation = field(default_factory=Conversation)
     language: str | None = "es"
     profile: dict[str, Any] = field(default_factory=dict)
+    completed: frozenset[str] = frozenset()
     now: datetime = NOW
     effects: list[Any] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
@@ -58,7 +59,7 @@ class Chat:
     def send(self, text: str | None = None, **kwargs: Any) -> str:
         outcome = self.engine.handle(
             self.conv,
-            Resident(self.language, self.profile),
+            Resident(self.language, self.profile, self.completed),
             Message(text=text, **kwargs),
             self.now,
         )
@@ -96,7 +97,7 @@ def test_a_whole_flow_with_every_kind_of_question() -> None:
     chat.send("12")
     chat.send(location=Location(19.43, -99.13, "Zócalo"))
     reply = chat.send(media=(Media("media/x.jpg", "image/jpeg"),))
-    assert reply == "Gracias "
+    assert reply == "Gracias"
     assert chat.answers() == {
         "age": "older",
         "likes": ["water", "parks"],
@@ -313,6 +314,14 @@ def test_new_resident_unsure_language_gets_the_menu() -> None:
     assert chat.language == "en"
     assert reply.startswith(t("en", "language-set"))
     assert "Notice https://example.org/privacy" in reply
+
+
+def test_a_finished_survey_is_not_restarted_by_a_thank_you() -> None:
+    chat = Chat(completed=frozenset({"consented"}))
+    assert chat.send("gracias") == t("es", "already-done", title="Reporte")
+    assert not chat.conv.active
+    chat.send("reiniciar")
+    assert chat.conv.flow == "consented"
 
 
 def test_a_keyword_starts_its_flow_in_its_language() -> None:

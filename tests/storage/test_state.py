@@ -29,7 +29,11 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
 async def test_get_set_delete(store: StateStore) -> None:
     assert await store.get(1) is None
     await store.set(1, {"flow": "priorities", "state": "age_group", "history": ["consent"]})
-    assert await store.get(1) == {"flow": "priorities", "state": "age_group", "history": ["consent"]}
+    assert await store.get(1) == {
+        "flow": "priorities",
+        "state": "age_group",
+        "history": ["consent"],
+    }
     await store.set(1, None)
     assert await store.get(1) is None
 
