@@ -370,6 +370,10 @@ class Engine:
             flow, territory = self.flow_for_start(msg.start)
             if not self._ensure_language(turn, msg, start=msg.start):
                 return
+            if flow is not None and self._in_progress(conv, flow):
+                # Pressing Start again (or scanning the same poster) must not wipe a survey.
+                self._offer_resume(turn, flow)
+                return
             self._start(turn, flow, territory)
             return
         if conv.pending == "resume":
@@ -398,6 +402,10 @@ class Engine:
             self._offer_resume(turn, flow)
             return
         self._answer(turn, flow, flow.state(conv.state), msg)
+
+    @staticmethod
+    def _in_progress(conv: Conversation, flow: Flow) -> bool:
+        return conv.flow == flow.id and conv.version == flow.version and conv.state in flow.states
 
     def _ensure_language(self, turn: _Turn, msg: Message, start: str | None) -> bool:
         """Settle the resident's language, or ask with the three-language menu."""

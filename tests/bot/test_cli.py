@@ -117,3 +117,70 @@ def test_a_bad_setting_is_a_clear_error(env: dict[str, str]) -> None:
     result = run(["serve"], {**env, "PORT": "eighty"})
     assert result.returncode == 2
     assert "PORT must be a whole number" in result.stderr
+
+
+PRIORITIES_ANSWERS = [
+    "1",  # consent: yes
+    "2",  # age group 18–29
+    "1",  # woman
+    "Centro",  # neighbourhood
+    "1",  # student
+    "2",  # public services → which services
+    "1,3",  # water, rubbish collection
+    "{problem}",
+    "2",  # satisfaction
+    "/loc 20.1011,-98.7591 Plaza Juárez",
+]
+THANKS = {"es": "¡Gracias! Tu opinión", "en": "Thank you! Your views", "fr": "Merci ! Votre avis"}
+PROBLEMS = {
+    "es": "No llega el agua desde el lunes",
+    "en": "No water since Monday",
+    "fr": "Pas d'eau depuis lundi",
+}
+
+
+def _submissions(db: Path) -> list[tuple[str, str, int]]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT s.status, s.language, COUNT(a.id) FROM submissions s "
+            "JOIN answers a ON a.submission_id = s.id GROUP BY s.id"
+        ).fetchall()
+
+
+@pytest.mark.parametrize("lang", ["es", "en", "fr"])
+def test_a_newcomer_completes_the_priorities_survey_in_the_terminal(
+    env: dict[str, str], tmp_path: Path, lang: str
+) -> None:
+    answers = "\n".join(PRIORITIES_ANSWERS).replace("{problem}", PROBLEMS[lang]) + "\n"
+    result = run(["chat", "--lang", lang], env, stdin=answers)
+    assert result.returncode == 0, result.stderr
+    assert THANKS[lang] in result.stdout
+    assert "Traceback" not in result.stderr
+    assert _submissions(tmp_path / "cli.db") == [("complete", lang, 10)]
+
+
+def test_the_terminal_asks_for_a_language_when_it_cannot_tell(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    answers = "3\n" + "\n".join(PRIORITIES_ANSWERS).replace("{problem}", PROBLEMS["fr"]) + "\n"
+    result = run(["chat"], env, stdin=answers)
+    assert result.returncode == 0, result.stderr
+    assert "Elige tu idioma · Choose your language · Choisissez votre langue" in result.stdout
+    assert "D'accord, nous continuons en français." in result.stdout
+    assert THANKS["fr"] in result.stdout
+    assert _submissions(tmp_path / "cli.db") == [("complete", "fr", 10)]
+
+
+def test_the_terminal_reports_an_unfinished_survey_and_resumes_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    first = run(["chat", "--lang", "es", "--as", "vecina"], env, stdin="1\n2\n1\n")
+    assert first.returncode == 0, first.stderr
+    # A new process (the old one is gone with its memory): the survey goes on where it was.
+    second = run(["chat", "--lang", "es", "--as", "vecina"], env, stdin="1\nCentro\n")
+    assert second.returncode == 0, second.stderr
+    assert "Tienes una encuesta sin terminar: «Prioridades de tu colonia»" in second.stdout
+    assert "¿Cuál es tu ocupación principal?" in second.stdout
+    assert _submissions(tmp_path / "cli.db") == [("partial", "es", 4)]

@@ -183,6 +183,7 @@ async def test_stop_opts_out_until_the_resident_writes_again(rt: Runtime) -> Non
 async def test_profile_answers_are_reused_by_later_flows(rt: Runtime) -> None:
     await rt.inbox.handle(msg(start="kinds", language="es"))
     await rt.inbox.handle(msg("2"))
+    await rt.inbox.handle(msg("stop"))
     received = await rt.inbox.handle(msg(start="kinds"))
     contact = await rt.store.contact(received.contact_id)  # type: ignore[arg-type]
     assert contact.profile == {"age_group": "older"} and contact.language == "es"

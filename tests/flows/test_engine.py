@@ -331,6 +331,21 @@ def test_a_keyword_starts_its_flow_in_its_language() -> None:
     assert chat.replies[0] == "Bonjour"
 
 
+def test_starting_the_same_flow_again_offers_to_resume() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    assert chat.send(start="kinds") == t("es", "resume-offer", title="Prueba")
+    assert "Gustos" in chat.send("1")
+    assert chat.answers()["age"] == "young"
+
+
+def test_a_deep_link_to_another_flow_switches() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    chat.send(start="reporte")
+    assert chat.conv.flow == "consented"
+
+
 def test_a_deep_link_presets_the_territory() -> None:
     chat = Chat()
     chat.send(start="kinds_centro")
