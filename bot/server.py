@@ -144,7 +144,12 @@ async def _log(runtime: Runtime, session: str, after: int) -> list[dict[str, obj
         if direction == "out":
             item["buttons"] = payload.get("buttons", [])
             item["expects"] = payload.get("expects")
-        elif payload.get("place"):
-            item["location"] = payload["place"]
+        else:
+            if payload.get("place"):
+                item["location"] = payload["place"]
+            if payload.get("payload"):
+                item["payload"] = payload["payload"]
+            if "start" in payload:
+                item["start"] = payload["start"]
         result.append(item)
     return result

@@ -1,0 +1,131 @@
+"""The simulator in headless Chromium, as staff use it: pick a flow and a language, click the
+buttons, type answers, share a location, and finish the priorities survey."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from bot.config import Settings
+from bot.runtime import Runtime
+from bot.server import build_app
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CLOSING = {
+    "es": "¡Gracias! Tu opinión llega al equipo",
+    "en": "Thank you! Your views go to the team",
+    "fr": "Merci ! Votre avis est transmis",
+}
+TYPED = {
+    "es": "Falta agua en las mañanas",
+    "en": "No water in the mornings",
+    "fr": "Pas d'eau le matin",
+}
+
+
+def _browser(profile: Path) -> webdriver.Chrome:
+    for tool in ("chromium", "chromedriver"):
+        assert shutil.which(tool), f"{tool} is missing: `make test` installs Debian's packages"
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=480,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Runtime]]:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sim.db'}",
+        secret_key="browser-test",
+        media_dir=str(tmp_path / "media"),
+    )
+    runtime = await Runtime.create(settings)
+    runner = web.AppRunner(build_app(runtime))
+    await runner.setup()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", runtime
+    finally:
+        await runner.cleanup()
+        await runtime.close()
+
+
+def _bot_messages(driver: webdriver.Chrome) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages .msg.out")]
+
+
+def _complete_survey(driver: webdriver.Chrome, url: str, lang: str, shot: Path) -> list[str]:
+    wait = WebDriverWait(driver, 10)
+    driver.get(f"{url}/simulator")
+    wait.until(lambda d: len(Select(d.find_element(By.ID, "flow")).options) == 2)
+    Select(driver.find_element(By.ID, "flow")).select_by_value("priorities")
+    Select(driver.find_element(By.ID, "lang")).select_by_value(lang)
+    driver.find_element(By.ID, "start").click()
+    seen = 0
+    for _ in range(20):
+        wait.until(lambda d, before=seen: len(_bot_messages(d)) > before)
+        messages = _bot_messages(driver)
+        seen = len(messages)
+        if messages[-1].startswith(CLOSING[lang]):
+            break
+        buttons = driver.find_elements(By.CSS_SELECTOR, "#messages .buttons button")
+        if driver.find_element(By.ID, "location").is_displayed():
+            driver.find_element(By.ID, "share-location").click()
+        elif buttons:
+            buttons[0].click()  # consent "yes" is first; the first choice otherwise
+        else:
+            box = driver.find_element(By.ID, "text")
+            box.send_keys(TYPED[lang])
+            driver.find_element(By.ID, "send").click()
+    driver.save_screenshot(str(shot))
+    assert driver.find_element(By.ID, "error").text == ""
+    mine = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages .msg.in")]
+    assert all(mine), f"every answer shows in its bubble: {mine}"
+    return _bot_messages(driver)
+
+
+@pytest.mark.parametrize("lang", ["es", "en", "fr"])
+async def test_staff_complete_the_priorities_survey_in_the_simulator(
+    served: tuple[str, Runtime], tmp_path: Path, lang: str
+) -> None:
+    url, runtime = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver = await asyncio.to_thread(_browser, tmp_path / "chromium")
+    try:
+        messages = await asyncio.to_thread(
+            _complete_survey, driver, url, lang, ARTIFACTS / f"simulator-{lang}.png"
+        )
+    finally:
+        await asyncio.to_thread(driver.quit)
+    assert messages[-1].startswith(CLOSING[lang])
+    [submission] = await runtime.store.submissions()
+    assert submission["status"] == "complete" and submission["language"] == lang
+    assert submission["answers"]["problem_location"] == {"latitude": 20.1011, "longitude": -98.7591}
+    assert submission["answers"]["urgent_problem"] == TYPED[lang]
+    assert submission["answers"]["consent"] is True
