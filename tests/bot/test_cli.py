@@ -184,3 +184,33 @@ def test_the_terminal_reports_an_unfinished_survey_and_resumes_it(
     assert "Tienes una encuesta sin terminar: «Prioridades de tu colonia»" in second.stdout
     assert "¿Cuál es tu ocupación principal?" in second.stdout
     assert _submissions(tmp_path / "cli.db") == [("partial", "es", 4)]
+
+
+def test_a_killed_chat_process_loses_no_answer(env: dict[str, str], tmp_path: Path) -> None:
+    import signal
+
+    process = subprocess.Popen(
+        [*CONSULTA, "chat", "--lang", "en", "--as", "neighbour"],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    assert process.stdin and process.stdout
+    try:
+        for answer, next_question in [("1", "How old are you?"), ("3", "Which gender")]:
+            process.stdin.write(answer + "\n")
+            while next_question not in process.stdout.readline():
+                pass
+    finally:
+        process.send_signal(signal.SIGKILL)  # no clean-up, no goodbye
+        process.wait(timeout=10)
+        process.stdin.close()
+        process.stdout.close()
+    assert _submissions(tmp_path / "cli.db") == [("partial", "en", 2)]
+    again = run(["chat", "--lang", "en", "--as", "neighbour"], env, stdin="1\n2\n")
+    assert "You have an unfinished survey" in again.stdout
+    assert "Which neighbourhood (colonia) do you live in?" in again.stdout
+    assert _submissions(tmp_path / "cli.db") == [("partial", "en", 3)]
