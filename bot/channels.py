@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from adapters import twilio
 from adapters.message import Channel
 from bot.config import Settings
 
 __all__ = ["FACTORIES", "configured_channels"]
 
 # Each entry builds the channels of one adapter from the settings: none when not configured.
-FACTORIES: list[Callable[[Settings], Iterable[Channel]]] = []
+FACTORIES: list[Callable[[Settings], Iterable[Channel]]] = [
+    twilio.channels_from_settings,
+]
 
 
 def configured_channels(settings: Settings) -> list[Channel]:

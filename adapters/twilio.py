@@ -1,0 +1,390 @@
+"""WhatsApp and SMS through Twilio: signed form-encoded webhooks in, the Messages REST API out.
+
+Both channels share one webhook (`POST /webhooks/twilio`): a `From` of `whatsapp:+52…` is
+WhatsApp, a bare number is SMS. Addresses are kept without the `whatsapp:` prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+from aiohttp import web
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from adapters.message import Attachment, Hooks, Inbound, Outbound, Place, SendError, Sent
+
+__all__ = [
+    "SMS",
+    "WHATSAPP",
+    "TwilioChannel",
+    "TwilioConfig",
+    "channels_from_settings",
+    "parse_message",
+    "split_sms",
+]
+
+log = logging.getLogger(__name__)
+
+WHATSAPP, SMS = "whatsapp", "sms"
+TWILIO_API = "https://api.twilio.com"
+INBOUND_PATH = "/webhooks/twilio"
+STATUS_PATH = "/webhooks/twilio/status"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+FORM = "application/x-www-form-urlencoded"
+SMS_LIMIT = 1600  # characters Twilio accepts in one SMS body (it splits into segments itself)
+MAX_MEDIA = 10  # WhatsApp and MMS carry at most 10 media per message
+OPTED_OUT = 21610  # "Attempt to send to unsubscribed recipient"
+PERMANENT_ERRORS = frozenset({21211, 21408, 21610, 21614, 63003, 63024})
+
+
+@dataclass(frozen=True)
+class TwilioConfig:
+    account_sid: str
+    auth_token: str
+    public_url: str
+    whatsapp_from: str | None = None
+    sms_from: str | None = None
+    messaging_service_sid: str | None = None
+    api_base_url: str = TWILIO_API
+    whatsapp_rate: float = 10.0  # messages per second per sender
+    sms_rate: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], public_url: str) -> TwilioConfig | None:
+        sid, token = env.get("TWILIO_ACCOUNT_SID"), env.get("TWILIO_AUTH_TOKEN")
+        if not sid or not token:
+            return None
+        return cls(
+            account_sid=sid,
+            auth_token=token,
+            public_url=public_url.rstrip("/"),
+            whatsapp_from=env.get("TWILIO_WHATSAPP_FROM") or None,
+            sms_from=env.get("TWILIO_SMS_FROM") or None,
+            messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+            api_base_url=(env.get("TWILIO_API_BASE_URL") or TWILIO_API).rstrip("/"),
+            whatsapp_rate=float(env.get("TWILIO_WHATSAPP_RATE") or 10),
+            sms_rate=float(env.get("TWILIO_SMS_RATE") or 1),
+        )
+
+
+# --- inbound ------------------------------------------------------------------------------
+
+
+class BadWebhook(ValueError):
+    """A request Twilio would never send; answered with a 400."""
+
+
+def _float(params: Mapping[str, str], name: str) -> float | None:
+    try:
+        value = float(params[name])
+    except (KeyError, ValueError):
+        return None
+    return value if value == value and abs(value) <= 180 else None  # no NaN, no nonsense
+
+
+def parse_message(params: Mapping[str, str]) -> Inbound:
+    """Twilio's inbound message parameters → an `Inbound`. Raises `BadWebhook`."""
+    sender, sid = params.get("From", ""), params.get("MessageSid") or params.get("SmsSid")
+    if not sender or not sid:
+        raise BadWebhook("From and MessageSid are required")
+    channel = WHATSAPP if sender.startswith("whatsapp:") else SMS
+    address = sender.removeprefix("whatsapp:")
+    if not 3 <= len(address) <= 32:
+        raise BadWebhook("From is not an address")
+
+    place = None
+    lat, lon = _float(params, "Latitude"), _float(params, "Longitude")
+    if lat is not None and lon is not None and abs(lat) <= 90:
+        place = Place(lat, lon, params.get("Label") or params.get("Address") or None)
+
+    try:
+        count = min(int(params.get("NumMedia") or 0), MAX_MEDIA)
+    except ValueError:
+        raise BadWebhook("NumMedia must be a number") from None
+    attachments = tuple(
+        Attachment(params[f"MediaUrl{i}"], params.get(f"MediaContentType{i}") or "")
+        for i in range(count)
+        if params.get(f"MediaUrl{i}")
+    )
+    # A quick-reply press carries our payload; without one, its title reads like typed text.
+    payload = params.get("ButtonPayload") or None
+    text = params.get("Body") or (None if payload else params.get("ButtonText")) or None
+    extra = {"wa_id": params["WaId"]} if params.get("WaId") else {}
+    return Inbound(
+        channel=channel,
+        address=address,
+        provider_id=sid,
+        text=text,
+        payload=payload,
+        place=place,
+        attachments=attachments,
+        name=params.get("ProfileName") or None,
+        extra=extra,
+    )
+
+
+# --- outbound -----------------------------------------------------------------------------
+
+
+class _RebasedHttpClient(AsyncTwilioHttpClient):
+    """Sends what the library addresses to api.twilio.com to another base URL.
+
+    The library's base URL is fixed; this is how tests reach a double of the API on loopback,
+    and how a deployment goes through a proxy.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        # The library logs responses (with phone numbers) at INFO: keep that out of our logs.
+        quiet = logging.getLogger("consulta.twilio.http")
+        quiet.setLevel(logging.WARNING)
+        super().__init__(logger=quiet, timeout=15)
+        self.base_url = base_url
+
+    async def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the library calls it so
+        allow_redirects: bool = False,
+    ) -> Response:
+        if url.startswith(TWILIO_API):
+            url = self.base_url + url[len(TWILIO_API) :]
+        headers = dict(headers or {})
+        if auth is not None:  # the library's aiohttp.BasicAuth is deprecated in aiohttp 3.14
+            headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        async with self.session.request(
+            method.upper(),
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout or 15),
+            allow_redirects=allow_redirects,
+        ) as response:
+            return Response(response.status, await response.text(), response.headers)
+
+
+class Pacer:
+    """At most `rate` sends a second for one sender, in this process (a token bucket)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate, self.capacity = rate, burst or max(1.0, rate)
+        self.tokens, self.updated = self.capacity, time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+def split_sms(text: str, limit: int = SMS_LIMIT) -> list[str]:
+    """Split a long SMS between lines (or words) so no part is over `limit` characters."""
+    parts: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:  # a single overlong line: cut between words
+            cut = line.rfind(" ", 0, limit)
+            cut = cut if cut > 0 else limit
+            parts.extend([p for p in (current, line[:cut]) if p])
+            current, line = "", line[cut:].lstrip()
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            parts.append(current)
+            current = line
+        else:
+            current = candidate
+    if current or not parts:
+        parts.append(current)
+    return parts
+
+
+class TwilioGateway:
+    """What both Twilio channels share: credentials, the REST client, pacing, the webhooks."""
+
+    def __init__(self, config: TwilioConfig) -> None:
+        self.config = config
+        self.validator = RequestValidator(config.auth_token)
+        self._http: _RebasedHttpClient | None = None
+        self._client: Client | None = None
+        self._media: aiohttp.ClientSession | None = None
+        self._pacers: dict[str, Pacer] = {}
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:  # created inside the event loop, on first use
+            self._http = _RebasedHttpClient(self.config.api_base_url)
+            self._client = Client(
+                self.config.account_sid, self.config.auth_token, http_client=self._http
+            )
+        return self._client
+
+    def pacer(self, sender: str, rate: float) -> Pacer:
+        if sender not in self._pacers:
+            self._pacers[sender] = Pacer(rate)
+        return self._pacers[sender]
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http, self._client = None, None
+        if self._media is not None:
+            await self._media.close()
+            self._media = None
+
+    # webhooks ------------------------------------------------------------------------------
+
+    async def _signed_params(self, request: web.Request) -> dict[str, str]:
+        """The form parameters of a request Twilio signed, or an HTTP error."""
+        if request.content_type != FORM:
+            raise web.HTTPUnsupportedMediaType(text=f"expected {FORM}")
+        body = await request.read()  # over the app's client_max_size: 413
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except (UnicodeDecodeError, ValueError):
+            raise web.HTTPBadRequest(text="the body is not UTF-8 form data") from None
+        params = dict(pairs)
+        signature = request.headers.get("X-Twilio-Signature", "")
+        # Checked against the public URL: behind a TLS proxy the socket's URL differs.
+        url = self.config.public_url + request.path_qs
+        if not signature or not self.validator.validate(url, params, signature):
+            raise web.HTTPForbidden(text="invalid or missing X-Twilio-Signature")
+        return params
+
+    def routes(self, hooks: Hooks) -> list[web.RouteDef]:
+        async def inbound(request: web.Request) -> web.Response:
+            params = await self._signed_params(request)
+            try:
+                message = parse_message(params)
+            except BadWebhook as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from None
+            await hooks.receive(message)  # durably recorded before Twilio hears back
+            return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+        async def status(request: web.Request) -> web.Response:
+            params = await self._signed_params(request)
+            sid, state = params.get("MessageSid"), params.get("MessageStatus")
+            if not sid or not state:
+                raise web.HTTPBadRequest(text="MessageSid and MessageStatus are required")
+            sender = params.get("From", "")
+            channel = WHATSAPP if sender.startswith("whatsapp:") else SMS
+            await hooks.delivery_status(channel, sid, state, params.get("ErrorCode") or None)
+            return web.Response(status=204)
+
+        return [web.post(INBOUND_PATH, inbound), web.post(STATUS_PATH, status)]
+
+    # media ---------------------------------------------------------------------------------
+
+    async def fetch_media(self, attachment: Attachment) -> bytes:
+        if self._media is None:
+            self._media = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        auth = aiohttp.encode_basic_auth(self.config.account_sid, self.config.auth_token)
+        # Twilio answers with a redirect to short-lived storage; aiohttp follows it (and
+        # drops the Authorization header when the redirect leaves the host).
+        async with self._media.get(attachment.url, headers={"Authorization": auth}) as response:
+            response.raise_for_status()
+            return await response.read()
+
+    # sending -------------------------------------------------------------------------------
+
+    async def create(self, sender: str, rate: float, **fields: Any) -> str:
+        await self.pacer(sender, rate).wait()
+        try:
+            message = await self.client.messages.create_async(
+                status_callback=self.config.public_url + STATUS_PATH, **fields
+            )
+        except TwilioRestException as exc:
+            raise _send_error(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"Twilio unreachable: {type(exc).__name__}") from exc
+        return str(message.sid)
+
+
+def _send_error(exc: TwilioRestException) -> SendError:
+    code = str(exc.code) if exc.code else None
+    if exc.code == OPTED_OUT:
+        return SendError("the resident opted out (21610)", opted_out=True, code=code)
+    if exc.status == 429 or exc.status >= 500:
+        return SendError(f"Twilio answered {exc.status}", code=code)
+    permanent = exc.code in PERMANENT_ERRORS or 400 <= exc.status < 500
+    return SendError(f"Twilio refused the message ({exc.status})", permanent=permanent, code=code)
+
+
+class TwilioChannel:
+    """One Twilio channel (WhatsApp or SMS); the first one configured owns the webhooks."""
+
+    def __init__(self, name: str, gateway: TwilioGateway, *, owns_routes: bool) -> None:
+        self.name, self.gateway, self.owns_routes = name, gateway, owns_routes
+
+    def routes(self, hooks: Hooks) -> list[web.RouteDef]:
+        return self.gateway.routes(hooks) if self.owns_routes else []
+
+    async def fetch_media(self, attachment: Attachment) -> bytes:
+        return await self.gateway.fetch_media(attachment)
+
+    async def start(self, hooks: Hooks) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self.owns_routes:
+            await self.gateway.close()
+
+    async def send(self, message: Outbound) -> Sent:
+        config = self.gateway.config
+        if self.name == WHATSAPP:
+            sender = config.whatsapp_from or ""
+            sid = await self.gateway.create(
+                sender,
+                config.whatsapp_rate,
+                to=f"whatsapp:{message.address}",
+                from_=sender,
+                body=message.text,
+            )
+            return Sent(sid)
+        sender = config.messaging_service_sid or config.sms_from or ""
+        origin = (
+            {"messaging_service_sid": config.messaging_service_sid}
+            if config.messaging_service_sid
+            else {"from_": config.sms_from}
+        )
+        sid = ""
+        for part in split_sms(message.text):  # numbered text; buttons don't exist in SMS
+            sid = await self.gateway.create(
+                sender, config.sms_rate, to=message.address, body=part, **origin
+            )
+        return Sent(sid)
+
+
+def channels_from_settings(settings: Any) -> list[TwilioChannel]:
+    """The configured Twilio channels: WhatsApp and/or SMS."""
+    config = TwilioConfig.from_env(settings.env, settings.public_url)
+    if config is None:
+        return []
+    names = [WHATSAPP] if config.whatsapp_from else []
+    if config.sms_from or config.messaging_service_sid:
+        names.append(SMS)
+    gateway = TwilioGateway(config)
+    return [TwilioChannel(n, gateway, owns_routes=i == 0) for i, n in enumerate(names)]

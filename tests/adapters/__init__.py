@@ -1,0 +1,1 @@
+"""Tests of the channel adapters, each against a double of its remote API on loopback."""

@@ -1,0 +1,349 @@
+"""WhatsApp and SMS through Twilio, end to end: webhooks signed exactly as Twilio signs them,
+replies sent with the real `twilio` library to a double of the REST API on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from adapters.twilio import parse_message, split_sms
+from bot.config import Settings
+from bot.runtime import Runtime
+from bot.server import MAX_BODY, build_app
+from storage.models import MessageLog
+from tests.adapters.twilio_double import TwilioDouble
+
+SID = "AC" + "1" * 32
+TOKEN = "twilio-test-token"
+PUBLIC = "https://consulta.example.org"  # behind a TLS proxy: not the test server's own URL
+WA_FROM = "whatsapp:+5213300000000"
+SMS_FROM = "+5213300000001"
+RESIDENT = "+5217711234567"
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[TwilioDouble]:
+    api = TwilioDouble(SID, TOKEN)
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.stop()
+
+
+@pytest.fixture
+async def rt(settings: Settings, double: TwilioDouble) -> AsyncIterator[Runtime]:
+    env = {
+        "TWILIO_ACCOUNT_SID": SID,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "TWILIO_WHATSAPP_FROM": WA_FROM,
+        "TWILIO_SMS_FROM": SMS_FROM,
+        "TWILIO_API_BASE_URL": double.url,
+        "TWILIO_WHATSAPP_RATE": "1000",
+        "TWILIO_SMS_RATE": "1000",
+    }
+    runtime = await Runtime.create(
+        replace(settings, public_url=PUBLIC, env=env), migrate=settings.redis_url is None
+    )
+    stop = asyncio.Event()
+    sending = asyncio.create_task(runtime.outbox.run(stop, concurrency=2))
+    try:
+        yield runtime
+    finally:
+        stop.set()
+        await sending
+        await runtime.close()
+
+
+@pytest.fixture
+async def client(rt: Runtime, aiohttp_client: Any) -> TestClient:
+    return await aiohttp_client(build_app(rt))
+
+
+def sign(form: dict[str, str], path: str = "/webhooks/twilio") -> str:
+    return RequestValidator(TOKEN).compute_signature(PUBLIC + path, form)
+
+
+class Phone:
+    """A resident's phone: sends signed webhooks, reads what the bot sent back."""
+
+    def __init__(self, client: TestClient, rt: Runtime, double: TwilioDouble, *, sms: bool = False):
+        self.client, self.rt, self.double, self.sms = client, rt, double, sms
+        self.to = RESIDENT if sms else f"whatsapp:{RESIDENT}"
+        self.seen = 0
+
+    def form(self, body: str = "", **extra: str) -> dict[str, str]:
+        form = {
+            "MessageSid": "SM" + uuid.uuid4().hex,
+            "AccountSid": SID,
+            "Body": body,
+            "From": self.to,
+            "To": SMS_FROM if self.sms else WA_FROM,
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "SmsStatus": "received",
+            "ApiVersion": "2010-04-01",
+        }
+        if not self.sms:
+            form |= {"ProfileName": "Doña Lupe", "WaId": RESIDENT[1:]}
+        return form | extra
+
+    async def post(self, form: dict[str, str], signature: str | None = None) -> int:
+        headers = {"X-Twilio-Signature": sign(form) if signature is None else signature}
+        response = await self.client.post("/webhooks/twilio", data=form, headers=headers)
+        if response.status == 200:
+            assert response.content_type == "text/xml"
+            assert await response.text() == '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+        await self.rt.drain()
+        return response.status
+
+    async def say(self, body: str = "", **extra: str) -> str:
+        assert await self.post(self.form(body, **extra)) == 200
+        return self.replies()
+
+    def replies(self) -> str:
+        bodies = self.double.bodies_to(self.to)
+        new, self.seen = bodies[self.seen :], len(bodies)
+        return "\n---\n".join(new)
+
+
+@pytest.fixture
+def phone(client: TestClient, rt: Runtime, double: TwilioDouble) -> Phone:
+    return Phone(client, rt, double)
+
+
+GREETING = {"es": "hola", "en": "hello", "fr": "bonjour"}
+PROBLEM = {
+    "es": "Se va el agua diario",
+    "en": "The water is cut every day",
+    "fr": "L'eau est coupée chaque jour",
+}
+THANKS = {"es": "¡Gracias! Tu opinión", "en": "Thank you! Your views", "fr": "Merci ! Votre avis"}
+
+
+@pytest.mark.parametrize("lang", ["es", "en", "fr"])
+async def test_the_priorities_survey_over_whatsapp(phone: Phone, rt: Runtime, lang: str) -> None:
+    assert "{privacy_url}" not in await phone.say(GREETING[lang])
+    for answer in ("1", "2", "1", "Centro", "1", "2", "1,3", PROBLEM[lang], "4"):
+        assert await phone.say(answer)
+    last = await phone.say(Latitude="20.1011", Longitude="-98.7591", Label="Plaza Juárez")
+    assert last.startswith(THANKS[lang])
+    [sub] = await rt.store.submissions()
+    assert sub["status"] == "complete" and sub["language"] == lang and sub["channel"] == "whatsapp"
+    assert sub["answers"]["problem_location"] == {
+        "latitude": 20.1011,
+        "longitude": -98.7591,
+        "label": "Plaza Juárez",
+    }
+    assert sub["answers"]["services_detail"] == ["water", "waste"]
+    sent = phone.double.messages[-1]
+    assert sent["From"] == WA_FROM and sent["To"] == f"whatsapp:{RESIDENT}"
+    assert sent["StatusCallback"] == PUBLIC + "/webhooks/twilio/status"
+
+
+async def test_the_same_survey_over_sms_with_digits(
+    client: TestClient, rt: Runtime, double: TwilioDouble
+) -> None:
+    phone = Phone(client, rt, double, sms=True)
+    await phone.say("hola")
+    for answer in ("1", "3", "2", "San Bartolo", "2", "3", "1 2", "Los baches", "2"):
+        await phone.say(answer)
+    assert (await phone.say("Calle Guerrero 12")).startswith(THANKS["es"])
+    [sub] = await rt.store.submissions()
+    assert sub["status"] == "complete" and sub["channel"] == "sms"
+    assert sub["answers"]["problem_location"] == {"text": "Calle Guerrero 12"}
+    assert {m["From"] for m in double.messages} == {SMS_FROM}
+    assert {m["To"] for m in double.messages} == {RESIDENT}
+
+
+async def test_a_report_with_a_photo_downloaded_with_the_account_credentials(
+    phone: Phone, rt: Runtime, double: TwilioDouble
+) -> None:
+    await phone.say("reporte")
+    await phone.say("4")
+    await phone.say(Latitude="20.12", Longitude="-98.73")
+    assert "foto" in await phone.say("Bache enorme frente a la escuela")
+    done = await phone.say(
+        NumMedia="1", MediaUrl0=double.media_url("ME1"), MediaContentType0="image/png"
+    )
+    [sub] = await rt.store.submissions()
+    assert sub["folio"] and sub["folio"] in done
+    photo = sub["answers"]["photo"]
+    assert photo["content_type"] == "image/png" and photo["media"].startswith("media/")
+    kept = Path(rt.settings.media_dir) / Path(photo["media"]).name
+    assert kept.read_bytes().startswith(b"\x89PNG")
+    assert double.media_requests[-1] is not None and double.media_requests[-1].startswith("Basic")
+
+
+async def test_a_voice_note_gets_asked_to_type(phone: Phone) -> None:
+    await phone.say("hola")
+    reply = await phone.say(
+        NumMedia="1", MediaUrl0="https://api.twilio.com/x/Media/ME9", MediaContentType0="audio/ogg"
+    )
+    assert "notas de voz" in reply
+
+
+async def test_profile_name_and_whatsapp_id_are_kept_on_the_contact(
+    phone: Phone, rt: Runtime
+) -> None:
+    await phone.say("hola")
+    contact = await rt.store.find_contact("whatsapp", RESIDENT)
+    assert contact is not None and contact.name == "Doña Lupe"
+    async with rt.store._sessions() as session:
+        from storage.models import Contact
+
+        extra = (await session.execute(select(Contact.extra))).scalar_one()
+    assert extra == {"wa_id": RESIDENT[1:]}
+
+
+async def test_a_replayed_message_sid_gets_one_reply(phone: Phone, double: TwilioDouble) -> None:
+    form = phone.form("hola")
+    assert await phone.post(form) == 200
+    assert await phone.post(form) == 200  # Twilio's retry after a timeout
+    assert len(double.messages) == 1
+
+
+@pytest.mark.parametrize("signature", ["", "c2lnbmF0dXJl", "forged"])
+async def test_forged_or_unsigned_requests_change_nothing(
+    phone: Phone, rt: Runtime, double: TwilioDouble, signature: str
+) -> None:
+    assert await phone.post(phone.form("hola"), signature=signature) == 403
+    assert await rt.store.submissions() == []
+    assert await rt.store.find_contact("whatsapp", RESIDENT) is None
+    assert double.messages == []
+
+
+async def test_a_signature_for_the_socket_url_is_refused(phone: Phone, rt: Runtime) -> None:
+    form = phone.form("hola")
+    own_url = str(phone.client.make_url("/webhooks/twilio"))
+    assert await phone.post(form, RequestValidator(TOKEN).compute_signature(own_url, form)) == 403
+    assert await rt.store.find_contact("whatsapp", RESIDENT) is None
+
+
+async def test_bad_requests_get_a_clear_4xx(phone: Phone, rt: Runtime) -> None:
+    client = phone.client
+    assert (await client.get("/webhooks/twilio")).status == 405
+    json_body = await client.post("/webhooks/twilio", json={"Body": "hola"})
+    assert json_body.status == 415
+    huge = await client.post(
+        "/webhooks/twilio",
+        data=b"Body=" + b"a" * MAX_BODY,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert huge.status == 413
+    broken = await client.post(
+        "/webhooks/twilio",
+        data=b"Body=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert broken.status == 400
+    no_sender = phone.form("hola")
+    del no_sender["From"]
+    assert await phone.post(no_sender) == 400
+    bad_media = phone.form("hola", NumMedia="lots")
+    assert await phone.post(bad_media) == 400
+    assert await rt.store.submissions() == []
+
+
+async def test_a_rate_limited_send_is_retried(phone: Phone, double: TwilioDouble) -> None:
+    double.fail_next(429, 20429, "Too Many Requests")
+    assert await phone.say("hola")
+    assert len(double.messages) == 1
+
+
+async def test_a_server_error_is_retried(phone: Phone, double: TwilioDouble) -> None:
+    double.fail_next(503, 20503, "Service unavailable", times=2)
+    assert await phone.say("hola")
+
+
+async def test_21610_marks_the_contact_opted_out(
+    phone: Phone, rt: Runtime, double: TwilioDouble
+) -> None:
+    double.fail_next(400, 21610, "Attempt to send to unsubscribed recipient")
+    await phone.say("hola")
+    contact = await rt.store.find_contact("whatsapp", RESIDENT)
+    assert contact is not None and contact.opted_out
+    assert double.messages == []  # not retried
+
+
+async def test_other_client_errors_are_not_retried(
+    phone: Phone, rt: Runtime, double: TwilioDouble
+) -> None:
+    double.fail_next(400, 21211, "Invalid 'To' Phone Number")
+    await phone.say("hola")
+    async with rt.store._sessions() as session:
+        row = (
+            await session.execute(select(MessageLog).where(MessageLog.direction == "out"))
+        ).scalar_one()
+    assert row.status == "failed" and row.attempts == 1 and row.error.startswith("21211")
+
+
+async def test_status_callbacks_are_recorded(
+    phone: Phone, rt: Runtime, double: TwilioDouble
+) -> None:
+    await phone.say("hola")
+    async with rt.store._sessions() as session:
+        sid = (
+            await session.execute(
+                select(MessageLog.provider_id).where(MessageLog.direction == "out")
+            )
+        ).scalar_one()
+    for state, error in (("sent", ""), ("delivered", ""), ("read", "")):
+        form = {
+            "MessageSid": sid,
+            "MessageStatus": state,
+            "From": WA_FROM,
+            "To": f"whatsapp:{RESIDENT}",
+            "AccountSid": SID,
+        }
+        if error:
+            form["ErrorCode"] = error
+        response = await phone.client.post(
+            "/webhooks/twilio/status",
+            data=form,
+            headers={"X-Twilio-Signature": sign(form, "/webhooks/twilio/status")},
+        )
+        assert response.status == 204
+    async with rt.store._sessions() as session:
+        row = (
+            await session.execute(select(MessageLog).where(MessageLog.provider_id == sid))
+        ).scalar_one()
+    assert row.status == "read"
+    unsigned = await phone.client.post("/webhooks/twilio/status", data={"MessageSid": sid})
+    assert unsigned.status == 403
+
+
+def test_a_quick_reply_press_carries_the_payload() -> None:
+    message = parse_message(
+        {
+            "From": "whatsapp:+52155",
+            "MessageSid": "SM1",
+            "ButtonPayload": "pillar:security",
+            "ButtonText": "Seguridad",
+        }
+    )
+    assert message.payload == "pillar:security" and message.text is None
+
+
+def test_a_button_without_payload_reads_as_its_title() -> None:
+    message = parse_message({"From": "whatsapp:+52155", "MessageSid": "SM1", "ButtonText": "Sí"})
+    assert message.text == "Sí" and message.channel == "whatsapp" and message.address == "+52155"
+
+
+def test_long_sms_split_between_lines() -> None:
+    text = "\n".join(f"{i}. " + "x" * 90 for i in range(1, 40))
+    parts = split_sms(text, limit=400)
+    assert all(len(p) <= 400 for p in parts)
+    assert "\n".join(parts) == text
+    assert split_sms("short") == ["short"]
+    words = split_sms("palabra " * 100, limit=50)
+    assert all(len(p) <= 50 for p in words) and " ".join(words).split() == ["palabra"] * 100

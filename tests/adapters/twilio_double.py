@@ -1,0 +1,113 @@
+"""A test double of Twilio's REST API on 127.0.0.1: records every message request, answers
+like Twilio does, fails on demand, and serves media behind basic auth and a redirect."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+@dataclass
+class Failure:
+    status: int
+    code: int
+    message: str
+
+
+@dataclass
+class TwilioDouble:
+    account_sid: str
+    auth_token: str
+    messages: list[dict[str, str]] = field(default_factory=list)
+    media_requests: list[str | None] = field(default_factory=list)
+    failures: deque[Failure] = field(default_factory=deque)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    def fail_next(self, status: int, code: int, message: str = "error", times: int = 1) -> None:
+        self.failures.extend(Failure(status, code, message) for _ in range(times))
+
+    def bodies_to(self, to: str) -> list[str]:
+        return [m["Body"] for m in self.messages if m["To"] == to]
+
+    def _authorised(self, request: web.Request) -> bool:
+        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        return request.headers.get("Authorization") == f"Basic {expected}"
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        if request.match_info["sid"] != self.account_sid or not self._authorised(request):
+            return web.json_response(
+                {"code": 20003, "message": "Authenticate", "status": 401}, status=401
+            )
+        form = dict(await request.post())
+        if self.failures:
+            failure = self.failures.popleft()
+            return web.json_response(
+                {
+                    "code": failure.code,
+                    "message": failure.message,
+                    "status": failure.status,
+                    "more_info": f"https://www.twilio.com/docs/errors/{failure.code}",
+                },
+                status=failure.status,
+            )
+        self.messages.append({k: str(v) for k, v in form.items()})
+        sid = "SM" + uuid.uuid4().hex
+        return web.json_response(self._resource(sid, form), status=201)
+
+    def _resource(self, sid: str, form: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "status": "queued",
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "body": form.get("Body"),
+            "messaging_service_sid": form.get("MessagingServiceSid"),
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "price": None,
+            "date_created": "Sun, 22 Nov 2026 12:00:00 +0000",
+            "error_code": None,
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
+        }
+
+    async def _media(self, request: web.Request) -> web.Response:
+        self.media_requests.append(request.headers.get("Authorization"))
+        if not self._authorised(request):
+            return web.Response(status=401)
+        # Like Twilio: the media URL redirects to short-lived storage that needs no auth.
+        raise web.HTTPTemporaryRedirect(f"/storage/{request.match_info['name']}")
+
+    async def _storage(self, request: web.Request) -> web.Response:
+        return web.Response(body=PNG, content_type="image/png")
+
+    def media_url(self, name: str) -> str:
+        return f"{self.url}/2010-04-01/Accounts/{self.account_sid}/Messages/MM1/Media/{name}"
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create_message)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{msg}/Media/{name}", self._media)
+        app.router.add_get("/storage/{name}", self._storage)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
