@@ -186,7 +186,7 @@ class Inbox:
         except Exception:
             # A bug must not wedge this resident's inbox: log (no address), apologise, move on.
             log.exception("engine failed on message %s of contact %s", message_id, contact.pid)
-            async with self.store.changes(contact_id) as tx:
+            async with self.store.changes(contact) as tx:
                 await tx.mark_processed(message_id)
                 ids = [
                     await self._queue(
@@ -200,7 +200,7 @@ class Inbox:
             await self.outbox.enqueue(ids)
             return
         after = outcome.conversation
-        async with self.store.changes(contact_id) as tx:
+        async with self.store.changes(contact) as tx:
             for effect in outcome.effects:
                 await apply_effect(tx, effect)
             if before.submission and before.submission != after.submission:

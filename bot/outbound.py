@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from adapters.message import Outbound, SendError, Sent
 from storage import keys
 from storage.repository import Store
+from storage.state import redis_client
 
 __all__ = ["MemoryQueue", "Outbox", "RedisQueue", "Sender", "open_queue"]
 
@@ -85,7 +86,7 @@ class RedisQueue:
 def open_queue(redis_url: str | None) -> MemoryQueue | RedisQueue:
     if not redis_url:
         return MemoryQueue()
-    return RedisQueue(aioredis.from_url(redis_url, decode_responses=True))
+    return RedisQueue(redis_client(redis_url, max_connections=16))
 
 
 class Outbox:

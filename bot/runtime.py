@@ -43,6 +43,7 @@ class Runtime:
     inbox: Inbox
     channels: list[Channel] = field(default_factory=list)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _passes: dict[int, bool] = field(default_factory=dict)  # contact → another pass wanted
 
     @classmethod
     async def create(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -100,10 +101,28 @@ class Runtime:
         return checks
 
     def process_soon(self, contact_id: int) -> None:
-        """Run a contact's recorded messages in the background (after the webhook answered)."""
-        task = asyncio.create_task(self._process(contact_id))
+        """Run a contact's recorded messages in the background (after the webhook answered).
+
+        One task per contact in this process: a message arriving while its resident is being
+        handled only asks that task for one more pass, instead of queueing on the lock.
+        """
+        if contact_id in self._passes:
+            self._passes[contact_id] = True
+            return
+        self._passes[contact_id] = False
+        task = asyncio.create_task(self._drain_contact(contact_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _drain_contact(self, contact_id: int) -> None:
+        try:
+            while True:
+                self._passes[contact_id] = False
+                await self._process(contact_id)
+                if not self._passes[contact_id]:
+                    return
+        finally:
+            del self._passes[contact_id]
 
     async def _process(self, contact_id: int) -> None:
         try:

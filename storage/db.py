@@ -34,7 +34,8 @@ def connect(url: str = DEFAULT_URL, **kwargs: object) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
+    # Recycle rather than ping on every checkout: a ping is one more round trip per query.
+    kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(url, **kwargs)
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from storage.models import Answer, Consent, Contact, MessageLog, Submission, utcnow
 
@@ -44,6 +44,19 @@ class OutboundRow:
     status: str
     attempts: int
     payload: dict[str, Any]
+
+
+_CONTACT_COLUMNS = (
+    Contact.id,
+    Contact.pid,
+    Contact.channel,
+    Contact.address,
+    Contact.language,
+    Contact.profile,
+    Contact.opted_out,
+    Contact.name,
+    Contact.last_inbound_at,
+)
 
 
 def _info(c: Contact) -> ContactInfo:
@@ -97,58 +110,55 @@ class Store:
         """Durably record a resident's message. Returns (contact id, message id or None when
         this provider id was already recorded)."""
         now = utcnow()
-        async with self._sessions.begin() as session:
-            contact_id = await self._contact_id(session, channel, address)
-            values: dict[str, Any] = {"last_inbound_at": now, "opted_out": False}
-            if name:
-                values["name"] = name[:128]
-            await session.execute(update(Contact).where(Contact.id == contact_id).values(values))
-            if extra:
-                contact = await session.get(Contact, contact_id)
-                assert contact is not None
-                contact.extra = {**(contact.extra or {}), **extra}
-            stmt = (
-                self._insert(MessageLog)
-                .values(
-                    direction="in",
-                    channel=channel,
-                    contact_id=contact_id,
-                    provider_id=provider_id,
-                    status="received",
-                    body=body,
-                    payload=payload,
-                    created_at=now,
-                    updated_at=now,
+        contact = self._insert(Contact).values(
+            pid=self.pseudonym(channel, address),
+            channel=channel,
+            address=address,
+            name=name,
+            profile={},
+            extra=extra or {},
+            opted_out=False,
+            created_at=now,
+            last_inbound_at=now,
+        )
+        # Writing again ends an opt-out; the name follows what the channel shows now.
+        contact = contact.on_conflict_do_update(
+            index_elements=["channel", "address"],
+            set_={
+                "last_inbound_at": now,
+                "opted_out": False,
+                "name": func.coalesce(contact.excluded.name, Contact.name),
+            },
+        ).returning(Contact.id)
+        message = (
+            self._insert(MessageLog)
+            .on_conflict_do_nothing(index_elements=["channel", "direction", "provider_id"])
+            .returning(MessageLog.id)
+        )
+        async with self.engine.begin() as conn:
+            contact_id = (await conn.execute(contact)).scalar_one()
+            message_id = (
+                await conn.execute(
+                    message.values(
+                        direction="in",
+                        channel=channel,
+                        contact_id=contact_id,
+                        provider_id=provider_id,
+                        status="received",
+                        body=body,
+                        payload=payload,
+                        error=None,
+                        attempts=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-                .on_conflict_do_nothing(index_elements=["channel", "direction", "provider_id"])
-                .returning(MessageLog.id)
-            )
-            message_id = (await session.execute(stmt)).scalar_one_or_none()
+            ).scalar_one_or_none()
         return contact_id, message_id
 
-    async def _contact_id(self, session: AsyncSession, channel: str, address: str) -> int:
-        stmt = (
-            self._insert(Contact)
-            .values(
-                pid=self.pseudonym(channel, address),
-                channel=channel,
-                address=address,
-                profile={},
-                extra={},
-                opted_out=False,
-                created_at=utcnow(),
-            )
-            .on_conflict_do_nothing(index_elements=["channel", "address"])
-        )
-        await session.execute(stmt)
-        found = await session.execute(
-            select(Contact.id).where(Contact.channel == channel, Contact.address == address)
-        )
-        return found.scalar_one()
-
     async def pending_inbound(self, contact_id: int) -> list[tuple[int, dict[str, Any]]]:
-        async with self._sessions() as session:
-            rows = await session.execute(
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
                 select(MessageLog.id, MessageLog.payload)
                 .where(
                     MessageLog.contact_id == contact_id,
@@ -172,11 +182,13 @@ class Store:
     # contacts ------------------------------------------------------------------------------
 
     async def contact(self, contact_id: int) -> ContactInfo:
-        async with self._sessions() as session:
-            found = await session.get(Contact, contact_id)
-            if found is None:
-                raise LookupError(f"no contact {contact_id}")
-            return _info(found)
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(*_CONTACT_COLUMNS).where(Contact.id == contact_id))
+            ).one_or_none()
+        if row is None:
+            raise LookupError(f"no contact {contact_id}")
+        return ContactInfo(*row)
 
     async def find_contact(self, channel: str, address: str) -> ContactInfo | None:
         async with self._sessions() as session:
@@ -196,8 +208,8 @@ class Store:
 
     async def open_cursor(self, contact_id: int) -> dict[str, Any] | None:
         """Where the resident is in their latest unfinished flow, from the durable copy."""
-        async with self._sessions() as session:
-            found = await session.execute(
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
                 select(Submission.cursor)
                 .where(Submission.contact_id == contact_id, Submission.status == "partial")
                 .order_by(Submission.updated_at.desc())
@@ -207,8 +219,8 @@ class Store:
             return dict(cursor) if cursor else None
 
     async def completed_flows(self, contact_id: int) -> list[str]:
-        async with self._sessions() as session:
-            rows = await session.execute(
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
                 select(Submission.flow_id)
                 .where(Submission.contact_id == contact_id, Submission.status == "complete")
                 .distinct()
@@ -218,9 +230,11 @@ class Store:
     # one message's changes -----------------------------------------------------------------
 
     @asynccontextmanager
-    async def changes(self, contact_id: int) -> AsyncIterator[Changes]:
-        async with self._sessions.begin() as session:
-            yield Changes(self, session, contact_id)
+    async def changes(self, contact: ContactInfo) -> AsyncIterator[Changes]:
+        async with self.engine.begin() as conn:
+            changes = Changes(self, conn, contact)
+            yield changes
+            await changes.flush_contact()
 
     # outbound ------------------------------------------------------------------------------
 
@@ -349,16 +363,11 @@ class Store:
 class Changes:
     """The writes one resident message causes, inside one transaction."""
 
-    def __init__(self, store: Store, session: AsyncSession, contact_id: int) -> None:
-        self.store, self.session, self.contact_id = store, session, contact_id
+    def __init__(self, store: Store, conn: AsyncConnection, contact: ContactInfo) -> None:
+        self.store, self.conn, self.contact = store, conn, contact
+        self.contact_id = contact.id
         self.now = utcnow()
-        self._contact: Contact | None = None
-
-    async def _me(self) -> Contact:
-        if self._contact is None:
-            self._contact = await self.session.get(Contact, self.contact_id)
-            assert self._contact is not None
-        return self._contact
+        self._contact_values: dict[str, Any] = {}
 
     async def start_submission(
         self,
@@ -369,24 +378,23 @@ class Changes:
         territory: str | None,
         folio: str | None,
     ) -> None:
-        contact = await self._me()
-        self.session.add(
-            Submission(
+        await self.conn.execute(
+            insert(Submission).values(
                 id=submission_id,
                 contact_id=self.contact_id,
                 flow_id=flow_id,
                 flow_version=version,
                 status="partial",
                 language=language,
-                channel=contact.channel,
+                channel=self.contact.channel,
                 territory=territory,
                 folio=folio,
                 cursor={},
                 started_at=self.now,
                 updated_at=self.now,
+                completed_at=None,
             )
         )
-        await self.session.flush()
 
     async def save_answer(
         self, submission_id: str, question: str, state: str, raw: str | None, value: Any
@@ -408,34 +416,44 @@ class Changes:
                 "answered_at": self.now,
             },
         )
-        await self.session.execute(stmt)
+        await self.conn.execute(stmt)
 
     async def complete_submission(self, submission_id: str) -> None:
-        await self.session.execute(
+        await self.conn.execute(
             update(Submission)
             .where(Submission.id == submission_id)
             .values(status="complete", completed_at=self.now, updated_at=self.now, cursor={})
         )
 
     async def save_cursor(self, submission_id: str, cursor: dict[str, Any]) -> None:
-        await self.session.execute(
+        await self.conn.execute(
             update(Submission)
             .where(Submission.id == submission_id, Submission.status == "partial")
             .values(cursor=cursor, updated_at=self.now)
         )
 
     async def set_profile(self, name: str, value: Any) -> None:
-        contact = await self._me()
-        contact.profile = {**(contact.profile or {}), name: value}
+        profile = self._contact_values.get("profile", self.contact.profile)
+        self._contact_values["profile"] = {**profile, name: value}
 
     async def set_language(self, language: str) -> None:
-        (await self._me()).language = language
+        self._contact_values["language"] = language
+
+    async def opt_out(self) -> None:
+        self._contact_values |= {"opted_out": True, "opted_out_at": self.now}
+
+    async def flush_contact(self) -> None:
+        """One UPDATE for all this message changed on the contact (its inbox lock is held)."""
+        if self._contact_values:
+            await self.conn.execute(
+                update(Contact).where(Contact.id == self.contact_id).values(self._contact_values)
+            )
 
     async def record_consent(
         self, submission_id: str | None, flow_id: str, given: bool, notice_version: str | None
     ) -> None:
-        self.session.add(
-            Consent(
+        await self.conn.execute(
+            insert(Consent).values(
                 contact_id=self.contact_id,
                 submission_id=submission_id,
                 flow_id=flow_id,
@@ -445,29 +463,27 @@ class Changes:
             )
         )
 
-    async def opt_out(self) -> None:
-        contact = await self._me()
-        contact.opted_out, contact.opted_out_at = True, self.now
-
     async def mark_processed(self, message_id: int) -> None:
-        await self.session.execute(
+        await self.conn.execute(
             update(MessageLog)
             .where(MessageLog.id == message_id)
             .values(status="processed", updated_at=self.now)
         )
 
     async def queue_outbound(self, channel: str, body: str, payload: dict[str, Any]) -> int:
-        row = MessageLog(
-            direction="out",
-            channel=channel,
-            contact_id=self.contact_id,
-            status="queued",
-            body=body,
-            payload=payload,
-            attempts=0,
-            created_at=self.now,
-            updated_at=self.now,
+        stmt = (
+            insert(MessageLog)
+            .values(
+                direction="out",
+                channel=channel,
+                contact_id=self.contact_id,
+                status="queued",
+                body=body,
+                payload=payload,
+                attempts=0,
+                created_at=self.now,
+                updated_at=self.now,
+            )
+            .returning(MessageLog.id)
         )
-        self.session.add(row)
-        await self.session.flush()
-        return row.id
+        return (await self.conn.execute(stmt)).scalar_one()

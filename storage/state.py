@@ -16,7 +16,13 @@ import redis.asyncio as aioredis
 
 from storage import keys
 
-__all__ = ["MemoryStateStore", "RedisStateStore", "StateStore", "open_state_store"]
+__all__ = [
+    "MemoryStateStore",
+    "RedisStateStore",
+    "StateStore",
+    "open_state_store",
+    "redis_client",
+]
 
 CONVERSATION_TTL = 60 * 60 * 24 * 30  # a conversation idle this long is forgotten here
 SEEN_TTL = 60 * 60 * 24 * 2  # providers retry for hours, not days
@@ -125,7 +131,15 @@ class RedisStateStore:
         await self.redis.aclose()
 
 
+def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """A client whose pool waits for a free connection under load instead of failing."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=30, decode_responses=True
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 def open_state_store(redis_url: str | None) -> StateStore:
     if not redis_url:
         return MemoryStateStore()
-    return RedisStateStore(aioredis.from_url(redis_url, decode_responses=True))
+    return RedisStateStore(redis_client(redis_url))
