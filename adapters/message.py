@@ -77,6 +77,9 @@ class Outbound:
     text: str
     buttons: tuple[Button, ...] = ()
     expects: str | None = None  # "location" or "photo": a channel may offer a native button
+    language: str | None = None
+    last_inbound_at: float | None = None  # POSIX time the resident last wrote (24-hour rules)
+    template: str | None = None  # the approved template to use outside a reply window
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, (), [])}

@@ -7,10 +7,11 @@ WhatsApp, a bare number is SMS. Addresses are kept without the `whatsapp:` prefi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -45,7 +46,8 @@ FORM = "application/x-www-form-urlencoded"
 SMS_LIMIT = 1600  # characters Twilio accepts in one SMS body (it splits into segments itself)
 MAX_MEDIA = 10  # WhatsApp and MMS carry at most 10 media per message
 OPTED_OUT = 21610  # "Attempt to send to unsubscribed recipient"
-PERMANENT_ERRORS = frozenset({21211, 21408, 21610, 21614, 63003, 63024})
+PERMANENT_ERRORS = frozenset({21211, 21408, 21610, 21614, 63003, 63016, 63024})
+WINDOW = 24 * 60 * 60  # WhatsApp's customer-service window, in seconds
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class TwilioConfig:
     api_base_url: str = TWILIO_API
     whatsapp_rate: float = 10.0  # messages per second per sender
     sms_rate: float = 1.0
+    # Approved WhatsApp templates for messages outside the 24-hour window:
+    # {"reminder": {"es": "HX…", "en": "HX…", "fr": "HX…"}}; {{1}} receives the text.
+    templates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], public_url: str) -> TwilioConfig | None:
@@ -75,7 +80,18 @@ class TwilioConfig:
             api_base_url=(env.get("TWILIO_API_BASE_URL") or TWILIO_API).rstrip("/"),
             whatsapp_rate=float(env.get("TWILIO_WHATSAPP_RATE") or 10),
             sms_rate=float(env.get("TWILIO_SMS_RATE") or 1),
+            templates=_templates(env.get("TWILIO_TEMPLATES")),
         )
+
+
+def _templates(raw: str | None) -> dict[str, dict[str, str]]:
+    if not raw:
+        return {}
+    try:
+        found = json.loads(raw)
+        return {str(k): {str(lang): str(sid) for lang, sid in v.items()} for k, v in found.items()}
+    except (ValueError, AttributeError):
+        raise ValueError('TWILIO_TEMPLATES must be JSON like {"reminder": {"es": "HX…"}}') from None
 
 
 # --- inbound ------------------------------------------------------------------------------
@@ -356,12 +372,13 @@ class TwilioChannel:
         config = self.gateway.config
         if self.name == WHATSAPP:
             sender = config.whatsapp_from or ""
+            content = self._outside_window(message) or {"body": message.text}
             sid = await self.gateway.create(
                 sender,
                 config.whatsapp_rate,
                 to=f"whatsapp:{message.address}",
                 from_=sender,
-                body=message.text,
+                **content,
             )
             return Sent(sid)
         sender = config.messaging_service_sid or config.sms_from or ""
@@ -376,6 +393,23 @@ class TwilioChannel:
                 sender, config.sms_rate, to=message.address, body=part, **origin
             )
         return Sent(sid)
+
+    def _outside_window(self, message: Outbound) -> dict[str, str] | None:
+        """Template fields when WhatsApp's 24-hour window is closed; None when it is open."""
+        last = message.last_inbound_at
+        if last is not None and time.time() - last < WINDOW:
+            return None
+        sids = self.gateway.config.templates.get(message.template or "", {})
+        content_sid = sids.get(message.language or "") or sids.get("es")
+        if not content_sid:
+            # Meta rejects free text outside the window (error 63016): don't spend the attempt.
+            raise SendError(
+                "outside WhatsApp's 24-hour window and no approved template "
+                f"{message.template or '(none named)'!r} for {message.language or '?'}",
+                permanent=True,
+                code="window",
+            )
+        return {"content_sid": content_sid, "content_variables": json.dumps({"1": message.text})}
 
 
 def channels_from_settings(settings: Any) -> list[TwilioChannel]:

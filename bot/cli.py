@@ -79,6 +79,9 @@ async def _runtime(settings: Settings, *, migrate: bool = True):  # type: ignore
     except FlowCheckError as exc:
         print(f"consulta: refusing to start, the flows have problems:\n{exc}", file=sys.stderr)
         return None
+    except ValueError as exc:  # a channel setting that cannot be used
+        print(f"consulta: {exc}", file=sys.stderr)
+        return None
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

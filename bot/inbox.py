@@ -68,6 +68,8 @@ def to_outbound(contact: ContactInfo, prompt: Prompt) -> Outbound:
         text=prompt.text,
         buttons=tuple(Button(o.payload, o.label) for o in prompt.options),
         expects=prompt.expects,
+        language=contact.language,
+        last_inbound_at=contact.last_inbound_at.timestamp() if contact.last_inbound_at else None,
     )
 
 

@@ -137,6 +137,7 @@ class Outbox:
                     await self.store.set_opted_out(row.contact_id)
                 last = attempt == MAX_ATTEMPTS - 1
                 if error.permanent or last:
+                    log.warning("outbound message %s not sent: %s", message_id, error)
                     await self.store.mark_outbound(
                         message_id,
                         "failed",

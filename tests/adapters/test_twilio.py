@@ -4,6 +4,8 @@ replies sent with the real `twilio` library to a double of the REST API on loopb
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,7 +17,15 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from adapters.twilio import parse_message, split_sms
+from adapters.message import Outbound, SendError
+from adapters.twilio import (
+    WHATSAPP,
+    TwilioChannel,
+    TwilioConfig,
+    TwilioGateway,
+    parse_message,
+    split_sms,
+)
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.server import MAX_BODY, build_app
@@ -347,3 +357,59 @@ def test_long_sms_split_between_lines() -> None:
     assert split_sms("short") == ["short"]
     words = split_sms("palabra " * 100, limit=50)
     assert all(len(p) <= 50 for p in words) and " ".join(words).split() == ["palabra"] * 100
+
+
+def _channel(double: TwilioDouble, templates: dict[str, dict[str, str]]) -> TwilioChannel:
+    config = TwilioConfig(
+        account_sid=SID,
+        auth_token=TOKEN,
+        public_url=PUBLIC,
+        whatsapp_from=WA_FROM,
+        api_base_url=double.url,
+        whatsapp_rate=1000,
+        templates=templates,
+    )
+    return TwilioChannel(WHATSAPP, TwilioGateway(config), owns_routes=True)
+
+
+async def test_outside_the_24_hour_window_an_approved_template_is_used(
+    double: TwilioDouble,
+) -> None:
+    channel = _channel(double, {"reminder": {"es": "HXes", "fr": "HXfr"}})
+    late = Outbound(
+        WHATSAPP,
+        RESIDENT,
+        "Votre signalement est résolu",
+        language="fr",
+        last_inbound_at=time.time() - 25 * 3600,
+        template="reminder",
+    )
+    try:
+        await channel.send(late)
+        await channel.send(replace(late, last_inbound_at=time.time() - 60))  # window open
+    finally:
+        await channel.close()
+    template, reply = double.messages
+    assert template["ContentSid"] == "HXfr" and "Body" not in template
+    assert json.loads(template["ContentVariables"]) == {"1": "Votre signalement est résolu"}
+    assert reply["Body"] == "Votre signalement est résolu" and "ContentSid" not in reply
+
+
+async def test_outside_the_window_without_a_template_nothing_is_sent(double: TwilioDouble) -> None:
+    channel = _channel(double, {})
+    late = Outbound(WHATSAPP, RESIDENT, "Recordatorio", language="es", last_inbound_at=None)
+    try:
+        with pytest.raises(SendError) as refused:
+            await channel.send(late)
+    finally:
+        await channel.close()
+    assert refused.value.permanent and "24-hour window" in str(refused.value)
+    assert double.messages == []
+
+
+def test_templates_must_be_json() -> None:
+    with pytest.raises(ValueError, match="TWILIO_TEMPLATES must be JSON"):
+        TwilioConfig.from_env(
+            {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_TEMPLATES": "[1]"},
+            PUBLIC,
+        )
