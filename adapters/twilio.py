@@ -7,13 +7,14 @@ WhatsApp, a bare number is SMS. Addresses are kept without the `whatsapp:` prefi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
@@ -22,6 +23,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from twilio.rest.content.v1.content import ContentList
 
 from adapters.message import Attachment, Hooks, Inbound, Outbound, Place, SendError, Sent
 
@@ -48,6 +50,10 @@ MAX_MEDIA = 10  # WhatsApp and MMS carry at most 10 media per message
 OPTED_OUT = 21610  # "Attempt to send to unsubscribed recipient"
 PERMANENT_ERRORS = frozenset({21211, 21408, 21610, 21614, 63003, 63016, 63024})
 WINDOW = 24 * 60 * 60  # WhatsApp's customer-service window, in seconds
+# WhatsApp's limits for interactive messages (Twilio Content API quick-reply and list-picker).
+MAX_QUICK_REPLIES, QUICK_REPLY_TITLE = 3, 20
+MAX_LIST_ITEMS, LIST_ITEM_TITLE, LIST_ITEM_DESCRIPTION = 10, 24, 72
+MAX_BODY = 1024
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ def parse_message(params: Mapping[str, str]) -> Inbound:
         if params.get(f"MediaUrl{i}")
     )
     # A quick-reply press carries our payload; without one, its title reads like typed text.
-    payload = params.get("ButtonPayload") or None
+    payload = params.get("ButtonPayload") or params.get("ListId") or None
     text = params.get("Body") or (None if payload else params.get("ButtonText")) or None
     extra = {"wa_id": params["WaId"]} if params.get("WaId") else {}
     return Inbound(
@@ -178,9 +184,13 @@ class _RebasedHttpClient(AsyncTwilioHttpClient):
         timeout: float | None = None,  # noqa: ASYNC109 - the library calls it so
         allow_redirects: bool = False,
     ) -> Response:
-        if url.startswith(TWILIO_API):
-            url = self.base_url + url[len(TWILIO_API) :]
+        parts = urlsplit(url)
+        if parts.hostname and parts.hostname.endswith(".twilio.com"):  # api., content., …
+            url = self.base_url + urlunsplit(("", "", parts.path, parts.query, ""))
         headers = dict(headers or {})
+        body = (
+            {"json": data} if headers.get("Content-Type") == "application/json" else {"data": data}
+        )
         if auth is not None:  # the library's aiohttp.BasicAuth is deprecated in aiohttp 3.14
             headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
         if self.session is None:
@@ -189,10 +199,10 @@ class _RebasedHttpClient(AsyncTwilioHttpClient):
             method.upper(),
             url,
             params=params,
-            data=data,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout or 15),
             allow_redirects=allow_redirects,
+            **body,
         ) as response:
             return Response(response.status, await response.text(), response.headers)
 
@@ -215,6 +225,10 @@ class Pacer:
                     self.tokens -= 1
                     return
                 await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def split_sms(text: str, limit: int = SMS_LIMIT) -> list[str]:
@@ -248,6 +262,8 @@ class TwilioGateway:
         self._client: Client | None = None
         self._media: aiohttp.ClientSession | None = None
         self._pacers: dict[str, Pacer] = {}
+        self._contents: dict[str, str] = {}  # content key → ContentSid (quick replies, lists)
+        self._contents_lock = asyncio.Lock()
 
     @property
     def client(self) -> Client:
@@ -324,6 +340,56 @@ class TwilioGateway:
             response.raise_for_status()
             return await response.read()
 
+    # WhatsApp buttons ------------------------------------------------------------------------
+
+    async def buttons_content(self, message: Outbound) -> str | None:
+        """The ContentSid of a quick-reply or list-picker carrying `message`'s buttons, created
+        through the Content API on first use; None when plain numbered text must do."""
+        buttons = message.buttons
+        if not buttons or len(buttons) > MAX_LIST_ITEMS or len(message.text) > MAX_BODY:
+            return None
+        quick = len(buttons) <= MAX_QUICK_REPLIES and all(
+            len(b.title) <= QUICK_REPLY_TITLE for b in buttons
+        )
+        if quick:
+            kind = "twilio/quick-reply"
+            spec: dict[str, Any] = {
+                "body": message.text,
+                "actions": [{"title": b.title, "id": b.payload} for b in buttons],
+            }
+        else:
+            kind = "twilio/list-picker"
+            spec = {
+                "body": message.text,
+                "button": message.choose_label or "☰",
+                "items": [
+                    {
+                        "item": _short(b.title, LIST_ITEM_TITLE),
+                        "id": b.payload,
+                        "description": _short(b.title, LIST_ITEM_DESCRIPTION),
+                    }
+                    for b in buttons
+                ],
+            }
+        key = hashlib.sha256(json.dumps([kind, spec, message.language]).encode()).hexdigest()
+        async with self._contents_lock:
+            if key not in self._contents:
+                request = ContentList.ContentCreateRequest(
+                    {
+                        "friendly_name": f"consulta_{key[:24]}",
+                        "language": message.language or "es",
+                        "variables": {},
+                        "types": {kind: spec, "twilio/text": {"body": message.text}},
+                    }
+                )
+                try:
+                    content = await self.client.content.v1.contents.create_async(request)
+                except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+                    log.warning("Content API refused buttons, sending numbered text: %s", exc)
+                    return None
+                self._contents[key] = str(content.sid)
+            return self._contents[key]
+
     # sending -------------------------------------------------------------------------------
 
     async def create(self, sender: str, rate: float, **fields: Any) -> str:
@@ -372,7 +438,10 @@ class TwilioChannel:
         config = self.gateway.config
         if self.name == WHATSAPP:
             sender = config.whatsapp_from or ""
-            content = self._outside_window(message) or {"body": message.text}
+            content = self._outside_window(message)
+            if content is None:
+                buttons = await self.gateway.buttons_content(message)
+                content = {"content_sid": buttons} if buttons else {"body": message.text}
             sid = await self.gateway.create(
                 sender,
                 config.whatsapp_rate,

@@ -61,15 +61,16 @@ def to_message(inbound: Inbound) -> Message:
     )
 
 
-def to_outbound(contact: ContactInfo, prompt: Prompt) -> Outbound:
+def to_outbound(contact: ContactInfo, prompt: Prompt, language: str | None) -> Outbound:
     return Outbound(
         channel=contact.channel,
         address=contact.address,
         text=prompt.text,
         buttons=tuple(Button(o.payload, o.label) for o in prompt.options),
         expects=prompt.expects,
-        language=contact.language,
+        language=language,
         last_inbound_at=contact.last_inbound_at.timestamp() if contact.last_inbound_at else None,
+        choose_label=t(language or "es", "button-choose") if prompt.options else None,
     )
 
 
@@ -188,17 +189,11 @@ class Inbox:
         except Exception:
             # A bug must not wedge this resident's inbox: log (no address), apologise, move on.
             log.exception("engine failed on message %s of contact %s", message_id, contact.pid)
+            language = contact.language or self.engine.default_language
+            sorry = Prompt(t(language, "not-understood"))
             async with self.store.changes(contact) as tx:
                 await tx.mark_processed(message_id)
-                ids = [
-                    await self._queue(
-                        tx,
-                        contact,
-                        Prompt(
-                            t(contact.language or self.engine.default_language, "not-understood")
-                        ),
-                    )
-                ]
+                ids = [await self._queue(tx, contact, sorry, language)]
             await self.outbox.enqueue(ids)
             return
         after = outcome.conversation
@@ -210,11 +205,18 @@ class Inbox:
             if after.submission:
                 await tx.save_cursor(after.submission, after.to_dict())
             await tx.mark_processed(message_id)
-            ids = [await self._queue(tx, contact, prompt) for prompt in outcome.replies]
+            # The language this turn settled on, which the contact row shows only from now on.
+            language = next(
+                (e.language for e in reversed(outcome.effects) if isinstance(e, SetLanguage)),
+                contact.language,
+            )
+            ids = [await self._queue(tx, contact, p, language) for p in outcome.replies]
         await self.states.set(contact_id, after.to_dict() if after.active else None)
         await self.outbox.enqueue(ids)
 
     @staticmethod
-    async def _queue(tx: Changes, contact: ContactInfo, prompt: Prompt) -> int:
-        outbound = to_outbound(contact, prompt)
+    async def _queue(
+        tx: Changes, contact: ContactInfo, prompt: Prompt, language: str | None
+    ) -> int:
+        outbound = to_outbound(contact, prompt, language)
         return await tx.queue_outbound(contact.channel, outbound.text, outbound.to_dict())

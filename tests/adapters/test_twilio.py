@@ -132,6 +132,7 @@ def phone(client: TestClient, rt: Runtime, double: TwilioDouble) -> Phone:
 
 
 GREETING = {"es": "hola", "en": "hello", "fr": "bonjour"}
+YES, NO = {"es": "Sí", "en": "Yes", "fr": "Oui"}, {"es": "No", "en": "No", "fr": "Non"}
 PROBLEM = {
     "es": "Se va el agua diario",
     "en": "The water is cut every day",
@@ -158,6 +159,11 @@ async def test_the_priorities_survey_over_whatsapp(phone: Phone, rt: Runtime, la
     sent = phone.double.messages[-1]
     assert sent["From"] == WA_FROM and sent["To"] == f"whatsapp:{RESIDENT}"
     assert sent["StatusCallback"] == PUBLIC + "/webhooks/twilio/status"
+    # Choices came as real WhatsApp buttons: a quick reply for yes/no, lists for longer menus.
+    consent, age = phone.double.messages[0], phone.double.messages[1]
+    assert phone.double.buttons_of(consent) == ("twilio/quick-reply", [YES[lang], NO[lang]])
+    kind, items = phone.double.buttons_of(age)
+    assert kind == "twilio/list-picker" and len(items) == 5
 
 
 async def test_the_same_survey_over_sms_with_digits(
@@ -330,6 +336,30 @@ async def test_status_callbacks_are_recorded(
     assert row.status == "read"
     unsigned = await phone.client.post("/webhooks/twilio/status", data={"MessageSid": sid})
     assert unsigned.status == 403
+
+
+async def test_a_button_press_answers_the_question(phone: Phone, rt: Runtime) -> None:
+    await phone.say("hola")
+    await phone.say(ButtonPayload="consent:1", ButtonText="Sí")
+    reply = await phone.say(ListId="age_group:30_44", ListTitle="30 a 44")
+    assert reply.startswith("¿Con qué género te identificas?")
+    [sub] = await rt.store.submissions()
+    assert sub["answers"]["age_group"] == "30_44" and sub["answers"]["consent"] is True
+
+
+async def test_buttons_are_created_once_and_reused(phone: Phone, double: TwilioDouble) -> None:
+    await phone.say("hola")
+    await phone.say("reiniciar")  # the same consent question again
+    consent_sids = {m["ContentSid"] for m in double.messages if "ContentSid" in m}
+    assert len(double.contents) == len(consent_sids) == 1
+
+
+async def test_if_the_content_api_fails_numbered_text_still_goes(
+    phone: Phone, double: TwilioDouble
+) -> None:
+    double.contents_down = True
+    reply = await phone.say("hola")
+    assert "1. Sí\n2. No" in reply and "Body" in double.messages[-1]
 
 
 def test_a_quick_reply_press_carries_the_payload() -> None:

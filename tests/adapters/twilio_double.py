@@ -4,6 +4,7 @@ like Twilio does, fails on demand, and serves media behind basic auth and a redi
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class TwilioDouble:
     messages: list[dict[str, str]] = field(default_factory=list)
     media_requests: list[str | None] = field(default_factory=list)
     failures: deque[Failure] = field(default_factory=deque)
+    contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # ContentSid → request
+    contents_down: bool = False
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -37,7 +40,39 @@ class TwilioDouble:
         self.failures.extend(Failure(status, code, message) for _ in range(times))
 
     def bodies_to(self, to: str) -> list[str]:
-        return [m["Body"] for m in self.messages if m["To"] == to]
+        """What the resident saw: the body, or the text of the content sent."""
+        return [self.text_of(m) for m in self.messages if m["To"] == to]
+
+    def text_of(self, message: dict[str, str]) -> str:
+        if "Body" in message:
+            return message["Body"]
+        created = self.contents.get(message["ContentSid"])
+        if created is not None:
+            return next(iter(created["types"].values()))["body"]
+        return json.loads(message.get("ContentVariables", "{}")).get("1", "")  # a template
+
+    def buttons_of(self, message: dict[str, str]) -> tuple[str, list[str]]:
+        """(content type, button titles) of a message sent with buttons."""
+        types = self.contents[message["ContentSid"]]["types"]
+        kind = next(k for k in types if k != "twilio/text")
+        spec = types[kind]
+        if kind == "twilio/quick-reply":
+            return kind, [a["title"] for a in spec["actions"]]
+        return kind, [i["item"] for i in spec["items"]]
+
+    async def _create_content(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"code": 20003, "status": 401}, status=401)
+        if self.contents_down:
+            return web.json_response({"code": 20500, "message": "down", "status": 500}, status=500)
+        if request.content_type != "application/json":
+            return web.json_response(
+                {"code": 20001, "message": "expected JSON", "status": 400}, status=400
+            )
+        body = await request.json()
+        sid = "HX" + uuid.uuid4().hex
+        self.contents[sid] = body
+        return web.json_response({"sid": sid, "account_sid": self.account_sid, **body}, status=201)
 
     def _authorised(self, request: web.Request) -> bool:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
@@ -100,6 +135,7 @@ class TwilioDouble:
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create_message)
         app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{msg}/Media/{name}", self._media)
         app.router.add_get("/storage/{name}", self._storage)
+        app.router.add_post("/v1/Content", self._create_content)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -230,3 +230,20 @@ async def test_health_reports_each_backend(rt: Runtime) -> None:
     assert checks["database"] == "ok"
     assert checks.get("redis", "ok") == "ok"
     assert ("redis" in checks) == bool(rt.settings.redis_url)
+
+
+async def test_a_bug_in_the_engine_does_not_wedge_the_inbox(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    await rt.inbox.handle(msg(start="kinds", language="es"))
+    monkeypatch.setattr(rt.engine, "handle", broken)
+    received = await rt.inbox.handle(msg("1"))
+    assert (await replies(rt))[-1] == t("es", "not-understood")
+    assert await rt.store.pending_inbound(received.contact_id) == []  # type: ignore[arg-type]
+    assert "+5213312345678" not in caplog.text  # the log names the pseudonym, not the number
+    monkeypatch.undo()
+    await rt.inbox.handle(msg("1"))  # the resident carries on where they were
+    assert (await replies(rt))[-1].startswith("Gustos")
