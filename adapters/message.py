@@ -80,7 +80,9 @@ class Outbound:
     language: str | None = None
     last_inbound_at: float | None = None  # POSIX time the resident last wrote (24-hour rules)
     template: str | None = None  # the approved template to use outside a reply window
-    choose_label: str | None = None  # the label of a menu button ("Elegir") where one is needed
+    button_label: str | None = (
+        None  # a channel button's label: a list's "Elegir", "📍 Compartir ubicación"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, (), [])}

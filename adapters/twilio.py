@@ -25,6 +25,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.rest.content.v1.content import ContentList
 
+from adapters.delivery import Pacer, split_text
 from adapters.message import Attachment, Hooks, Inbound, Outbound, Place, SendError, Sent
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "TwilioConfig",
     "channels_from_settings",
     "parse_message",
-    "split_sms",
 ]
 
 log = logging.getLogger(__name__)
@@ -207,49 +207,8 @@ class _RebasedHttpClient(AsyncTwilioHttpClient):
             return Response(response.status, await response.text(), response.headers)
 
 
-class Pacer:
-    """At most `rate` sends a second for one sender, in this process (a token bucket)."""
-
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        self.rate, self.capacity = rate, burst or max(1.0, rate)
-        self.tokens, self.updated = self.capacity, time.monotonic()
-        self.lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        async with self.lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
-
-
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def split_sms(text: str, limit: int = SMS_LIMIT) -> list[str]:
-    """Split a long SMS between lines (or words) so no part is over `limit` characters."""
-    parts: list[str] = []
-    current = ""
-    for line in text.split("\n"):
-        while len(line) > limit:  # a single overlong line: cut between words
-            cut = line.rfind(" ", 0, limit)
-            cut = cut if cut > 0 else limit
-            parts.extend([p for p in (current, line[:cut]) if p])
-            current, line = "", line[cut:].lstrip()
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit:
-            parts.append(current)
-            current = line
-        else:
-            current = candidate
-    if current or not parts:
-        parts.append(current)
-    return parts
 
 
 class TwilioGateway:
@@ -361,7 +320,7 @@ class TwilioGateway:
             kind = "twilio/list-picker"
             spec = {
                 "body": message.text,
-                "button": message.choose_label or "☰",
+                "button": message.button_label or "☰",
                 "items": [
                     {
                         "item": _short(b.title, LIST_ITEM_TITLE),
@@ -457,7 +416,9 @@ class TwilioChannel:
             else {"from_": config.sms_from}
         )
         sid = ""
-        for part in split_sms(message.text):  # numbered text; buttons don't exist in SMS
+        for part in split_text(
+            message.text, SMS_LIMIT
+        ):  # numbered text; buttons don't exist in SMS
             sid = await self.gateway.create(
                 sender, config.sms_rate, to=message.address, body=part, **origin
             )

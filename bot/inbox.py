@@ -70,8 +70,16 @@ def to_outbound(contact: ContactInfo, prompt: Prompt, language: str | None) -> O
         expects=prompt.expects,
         language=language,
         last_inbound_at=contact.last_inbound_at.timestamp() if contact.last_inbound_at else None,
-        choose_label=t(language or "es", "button-choose") if prompt.options else None,
+        button_label=_button_label(prompt, language or "es"),
     )
+
+
+def _button_label(prompt: Prompt, language: str) -> str | None:
+    if prompt.options:
+        return t(language, "button-choose")
+    if prompt.expects == "location":
+        return t(language, "button-share-location")
+    return None
 
 
 async def apply_effect(tx: Changes, effect: Effect) -> None:

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from adapters.delivery import split_text
 from adapters.message import Outbound, SendError
 from adapters.twilio import (
     WHATSAPP,
@@ -24,7 +25,6 @@ from adapters.twilio import (
     TwilioConfig,
     TwilioGateway,
     parse_message,
-    split_sms,
 )
 from bot.config import Settings
 from bot.runtime import Runtime
@@ -381,11 +381,11 @@ def test_a_button_without_payload_reads_as_its_title() -> None:
 
 def test_long_sms_split_between_lines() -> None:
     text = "\n".join(f"{i}. " + "x" * 90 for i in range(1, 40))
-    parts = split_sms(text, limit=400)
+    parts = split_text(text, limit=400)
     assert all(len(p) <= 400 for p in parts)
     assert "\n".join(parts) == text
-    assert split_sms("short") == ["short"]
-    words = split_sms("palabra " * 100, limit=50)
+    assert split_text("short", 1600) == ["short"]
+    words = split_text("palabra " * 100, limit=50)
     assert all(len(p) <= 50 for p in words) and " ".join(words).split() == ["palabra"] * 100
 
 
