@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from adapters import twilio
+from adapters import telegram, twilio
 from adapters.message import Channel
 from bot.config import Settings
 
@@ -13,6 +13,7 @@ __all__ = ["FACTORIES", "configured_channels"]
 # Each entry builds the channels of one adapter from the settings: none when not configured.
 FACTORIES: list[Callable[[Settings], Iterable[Channel]]] = [
     twilio.channels_from_settings,
+    telegram.channels_from_settings,
 ]
 
 

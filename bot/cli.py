@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     check = flows_commands.add_parser("check", help="validate flow files; exit 1 on problems")
     check.add_argument("paths", nargs="*", help="files or folders (default: the shipped flows)")
 
+    tg = commands.add_parser("telegram", help="the Telegram bot")
+    tg_commands = tg.add_subparsers(dest="telegram_command", required=True, metavar="ACTION")
+    tg_commands.add_parser(
+        "set-webhook", help="register PUBLIC_URL/webhooks/telegram and the command menus"
+    )
+
     db = commands.add_parser("db", help="the database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply migrations")
@@ -63,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(settings.database_url)
         print("database is up to date")
         return 0
-    runner = {"serve": _serve, "worker": _worker, "chat": _chat}[args.command]
+    runner = {"serve": _serve, "worker": _worker, "chat": _chat, "telegram": _telegram}[
+        args.command
+    ]
     try:
         return asyncio.run(runner(settings, args))
     except KeyboardInterrupt:
@@ -162,6 +170,23 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
         stop.set()
         await sending
         await runtime.close()
+    return 0
+
+
+async def _telegram(settings: Settings, _args: argparse.Namespace) -> int:
+    from adapters.telegram import TelegramChannel, TelegramConfig
+    from bot.telegram_setup import set_webhook
+
+    config = TelegramConfig.from_env(settings.env, settings.public_url)
+    if config is None or not config.secret:
+        print("consulta: set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET first", file=sys.stderr)
+        return 2
+    channel = TelegramChannel(config)
+    try:
+        url = await set_webhook(channel, settings.default_language)
+    finally:
+        await channel.close()
+    print(f"Telegram will post updates to {url}; commands set in es, en and fr")
     return 0
 
 

@@ -167,7 +167,9 @@ class Inbox:
             return inbound
         kept = []
         for attachment in inbound.attachments:
-            if attachment.content_type.startswith("image/") and "://" in attachment.url:
+            if attachment.content_type.startswith("image/") and not self.media.holds(
+                attachment.url
+            ):
                 try:
                     data = await channel.fetch_media(attachment)
                     ref = await self.media.save(data, attachment.content_type)

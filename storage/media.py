@@ -26,6 +26,11 @@ class MediaStore:
         await asyncio.to_thread(self._write, path, data)
         return f"media/{name}"
 
+    @staticmethod
+    def holds(ref: str) -> bool:
+        """Whether a reference is already one of ours (not a provider's URL or file id)."""
+        return ref.startswith("media/")
+
     def path(self, ref: str) -> Path:
         return self.folder / Path(ref).name
 

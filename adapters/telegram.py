@@ -1,0 +1,346 @@
+"""Telegram: Bot API updates in (webhook or long polling), python-telegram-bot's `Bot` out.
+
+Private chats run surveys; in groups the bot stays quiet. A chat id is the address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+# python-telegram-bot 22 reports time periods as timedelta once this is set (its documented
+# opt-in); without it every RetryAfter warns that ints are deprecated.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+from telegram import (
+    Bot,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+)
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+
+from adapters.delivery import Pacer, split_text
+from adapters.message import (
+    Attachment,
+    Hooks,
+    Inbound,
+    Outbound,
+    Place,
+    SendError,
+    Sent,
+)
+
+__all__ = ["CHANNEL", "PATH", "TelegramChannel", "TelegramConfig", "channels_from_settings"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "telegram"
+PATH = "/webhooks/telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+TELEGRAM_API = "https://api.telegram.org"
+TEXT_LIMIT = 4096
+CALLBACK_DATA_LIMIT = 64  # bytes
+FILE_PREFIX = "tg-file:"
+# Updates we act on; the rest are acknowledged and ignored.
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "poll_answer"]
+# Telegram's limits: about 1 message/s in a private chat (short bursts allowed), 30/s overall.
+CHAT_RATE, CHAT_BURST, GLOBAL_RATE = 1.0, 3.0, 30.0
+COMMANDS = ("help", "back", "restart", "stop", "language")
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str
+    secret: str
+    public_url: str
+    api_base_url: str = TELEGRAM_API
+    polling: bool = False
+    chat_rate: float = CHAT_RATE  # messages per second in one private chat
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], public_url: str) -> TelegramConfig | None:
+        token = env.get("TELEGRAM_BOT_TOKEN")
+        if not token:
+            return None
+        return cls(
+            token=token,
+            secret=env.get("TELEGRAM_WEBHOOK_SECRET") or "",
+            public_url=public_url.rstrip("/"),
+            api_base_url=(env.get("TELEGRAM_API_BASE_URL") or TELEGRAM_API).rstrip("/"),
+            polling=env.get("TELEGRAM_POLLING", "0").strip().lower() in ("1", "true", "yes"),
+            chat_rate=float(env.get("TELEGRAM_CHAT_RATE") or CHAT_RATE),
+        )
+
+
+def _media(message: Message) -> tuple[Attachment, ...]:
+    """Photos as images to keep; other media typed so the engine can ask for text instead."""
+    if message.photo:
+        largest = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
+        return (Attachment(FILE_PREFIX + largest.file_id, "image/jpeg"),)
+    for kind, default in (
+        ("voice", "audio/ogg"),
+        ("audio", "audio/mpeg"),
+        ("video", "video/mp4"),
+        ("video_note", "video/mp4"),
+        ("sticker", "image/webp+sticker"),
+        ("document", "application/octet-stream"),
+    ):
+        found = getattr(message, kind, None)
+        if found is not None:
+            content_type = getattr(found, "mime_type", None) or default
+            if kind == "sticker":  # a sticker is a picture, but never an answer
+                content_type = "application/x-sticker"
+            return (Attachment(FILE_PREFIX + found.file_id, content_type),)
+    return ()
+
+
+def parse_update(update: Update) -> Inbound | None:
+    """An update from a private chat → an `Inbound`; None for what we don't act on."""
+    provider_id = str(update.update_id)
+    query = update.callback_query
+    if query is not None:
+        chat = query.message.chat if query.message else None
+        if chat is None or chat.type != "private" or not query.data:
+            return None
+        user = query.from_user
+        return Inbound(
+            CHANNEL,
+            str(chat.id),
+            provider_id,
+            payload=query.data,
+            language_hint=_lang(user.language_code),
+            name=user.first_name,
+        )
+    message = update.message
+    if message is None or message.chat.type != "private":
+        return None  # edits, channel posts, member changes, groups: not for a survey
+    user = message.from_user
+    base = {
+        "channel": CHANNEL,
+        "address": str(message.chat.id),
+        "provider_id": provider_id,
+        "language_hint": _lang(user.language_code) if user else None,
+        "name": user.first_name if user else None,
+    }
+    text = message.text or message.caption
+    if text and text.split(maxsplit=1)[0].split("@")[0] == "/start":
+        parts = text.split(maxsplit=1)
+        return Inbound(**base, start=parts[1].strip() if len(parts) > 1 else "")
+    place = None
+    if message.location is not None:
+        place = Place(
+            message.location.latitude,
+            message.location.longitude,
+            message.venue.title if message.venue else None,
+        )
+    attachments = _media(message)
+    if not (text or place or attachments):
+        return None  # a contact card, a dice…: nothing a survey can use
+    return Inbound(**base, text=text, place=place, attachments=attachments)
+
+
+def _lang(code: str | None) -> str | None:
+    return code[:2].lower() if code else None
+
+
+def _retry_after(error: RetryAfter) -> float:
+    value = error.retry_after
+    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+
+
+class TelegramChannel:
+    name = CHANNEL
+
+    def __init__(self, config: TelegramConfig) -> None:
+        self.config = config
+        self.bot = Bot(
+            config.token,
+            base_url=f"{config.api_base_url}/bot",
+            base_file_url=f"{config.api_base_url}/file/bot",
+        )
+        self._ready = asyncio.Lock()
+        self._initialized = False
+        self._everyone = Pacer(GLOBAL_RATE)
+        self._chats: dict[str, Pacer] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._polling: asyncio.Task[None] | None = None
+
+    async def ensure_bot(self) -> Bot:
+        async with self._ready:
+            if not self._initialized:
+                await self.bot.initialize()
+                self._initialized = True
+        return self.bot
+
+    # inbound -------------------------------------------------------------------------------
+
+    def routes(self, hooks: Hooks) -> list[web.RouteDef]:
+        async def webhook(request: web.Request) -> web.Response:
+            given = request.headers.get(SECRET_HEADER, "")
+            if not self.config.secret or not hmac.compare_digest(
+                given.encode(), self.config.secret.encode()
+            ):
+                raise web.HTTPForbidden(text=f"invalid or missing {SECRET_HEADER}")
+            try:
+                data = json.loads(await request.read())
+                update = Update.de_json(data, self.bot)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                raise web.HTTPBadRequest(text="not a Telegram update") from None
+            if update is None:
+                raise web.HTTPBadRequest(text="not a Telegram update")
+            await self.accept(update, hooks)
+            return web.Response(status=200)
+
+        return [web.post(PATH, webhook)]
+
+    async def accept(self, update: Update, hooks: Hooks) -> None:
+        """Record what a resident said; note who blocked us; ignore the rest."""
+        member = update.my_chat_member
+        if member is not None:
+            if member.chat.type == "private" and member.new_chat_member.status == "kicked":
+                await hooks.opt_out(CHANNEL, str(member.chat.id))
+            return
+        inbound = parse_update(update)
+        if inbound is None:
+            return
+        await hooks.receive(inbound)
+        if update.callback_query is not None:
+            self._soon(self._close_buttons(update.callback_query))
+
+    def _soon(self, job: Any) -> None:
+        task = asyncio.create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _close_buttons(self, query: CallbackQuery) -> None:
+        """Stop the spinner, and take the keyboard off so a stale button can't answer again."""
+        bot = await self.ensure_bot()
+        try:
+            await bot.answer_callback_query(query.id)
+            if query.message is not None:
+                await bot.edit_message_reply_markup(
+                    chat_id=query.message.chat.id,
+                    message_id=query.message.message_id,
+                    reply_markup=None,
+                )
+        except TelegramError as exc:  # an old message, a double press: nothing to fix
+            log.info("could not close a keyboard: %s", exc)
+
+    async def fetch_media(self, attachment: Attachment) -> bytes:
+        bot = await self.ensure_bot()
+        file = await bot.get_file(attachment.url.removeprefix(FILE_PREFIX))
+        return bytes(await file.download_as_bytearray())
+
+    # long polling, for staff without a public URL -----------------------------------------
+
+    async def start(self, hooks: Hooks) -> None:
+        if self.config.polling:
+            self._polling = asyncio.create_task(self._poll(hooks))
+
+    async def _poll(self, hooks: Hooks) -> None:
+        bot = await self.ensure_bot()
+        await bot.delete_webhook()
+        offset = None
+        while True:
+            try:
+                updates = await bot.get_updates(
+                    offset=offset, timeout=25, allowed_updates=ALLOWED_UPDATES
+                )
+            except RetryAfter as exc:
+                await asyncio.sleep(_retry_after(exc))
+                continue
+            except NetworkError as exc:
+                log.warning("polling Telegram failed, retrying: %s", exc)
+                await asyncio.sleep(2)
+                continue
+            for update in updates:
+                await self.accept(update, hooks)
+                offset = update.update_id + 1
+
+    async def close(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._polling
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._initialized:
+            await self.bot.shutdown()
+            self._initialized = False
+
+    # outbound ------------------------------------------------------------------------------
+
+    def _pacer(self, chat: str) -> Pacer:
+        if len(self._chats) > 50_000:  # forget chats that have been quiet: fresh buckets
+            self._chats.clear()
+        if chat not in self._chats:
+            self._chats[chat] = Pacer(self.config.chat_rate, max(CHAT_BURST, self.config.chat_rate))
+        return self._chats[chat]
+
+    @staticmethod
+    def _markup(message: Outbound) -> Any:
+        if message.buttons:
+            return InlineKeyboardMarkup(
+                [
+                    [InlineKeyboardButton(b.title, callback_data=b.payload)]
+                    for b in message.buttons
+                    if len(b.payload.encode()) <= CALLBACK_DATA_LIMIT
+                ]
+            )
+        if message.expects == "location" and message.button_label:
+            return ReplyKeyboardMarkup(
+                [[KeyboardButton(message.button_label, request_location=True)]],
+                one_time_keyboard=True,
+                resize_keyboard=True,
+            )
+        return ReplyKeyboardRemove()
+
+    async def send(self, message: Outbound) -> Sent:
+        bot = await self.ensure_bot()
+        parts = split_text(message.text, TEXT_LIMIT)
+        sent_id = ""
+        for i, part in enumerate(parts):
+            await self._everyone.wait()
+            await self._pacer(message.address).wait()
+            markup = self._markup(message) if i == len(parts) - 1 else None
+            try:
+                sent = await bot.send_message(
+                    chat_id=message.address, text=part, reply_markup=markup
+                )
+            except RetryAfter as exc:
+                raise SendError("Telegram flood control", retry_after=_retry_after(exc)) from exc
+            except Forbidden as exc:
+                raise SendError(f"Telegram: {exc.message}", opted_out=True, code="403") from exc
+            except BadRequest as exc:
+                raise SendError(f"Telegram: {exc.message}", permanent=True, code="400") from exc
+            except NetworkError as exc:
+                raise SendError(f"Telegram unreachable: {exc.message}") from exc
+            sent_id = str(sent.message_id)
+        return Sent(sent_id)
+
+
+def channels_from_settings(settings: Any) -> list[TelegramChannel]:
+    config = TelegramConfig.from_env(settings.env, settings.public_url)
+    return [TelegramChannel(config)] if config else []

@@ -1,0 +1,140 @@
+"""A test double of the Telegram Bot API on 127.0.0.1: answers like Telegram, records every call
+with its decoded fields, fails on demand, serves file downloads, and queues updates for
+getUpdates."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.adapters.twilio_double import PNG
+
+BOT = {
+    "id": 777000,
+    "is_bot": True,
+    "first_name": "Consulta",
+    "username": "consulta_bot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
+
+
+@dataclass
+class Call:
+    method: str
+    fields: dict[str, Any]
+
+
+@dataclass
+class TelegramDouble:
+    token: str
+    calls: list[Call] = field(default_factory=list)
+    failures: deque[tuple[int, str, int | None]] = field(default_factory=deque)
+    updates: deque[dict[str, Any]] = field(default_factory=deque)
+    url: str = ""
+    _ids: Any = field(default_factory=lambda: itertools.count(100))
+    _runner: web.AppRunner | None = None
+
+    def fail_next(self, status: int, description: str, retry_after: int | None = None) -> None:
+        self.failures.append((status, description, retry_after))
+
+    def called(self, method: str) -> list[dict[str, Any]]:
+        return [c.fields for c in self.calls if c.method == method]
+
+    def texts_to(self, chat_id: int) -> list[str]:
+        return [f["text"] for f in self.called("sendMessage") if int(f["chat_id"]) == chat_id]
+
+    def last_to(self, chat_id: int) -> dict[str, Any]:
+        return [f for f in self.called("sendMessage") if int(f["chat_id"]) == chat_id][-1]
+
+    @staticmethod
+    def _decode(raw: dict[str, Any]) -> dict[str, Any]:
+        fields = {}
+        for key, value in raw.items():
+            if isinstance(value, str) and value[:1] in "[{":
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            fields[key] = value
+        return fields
+
+    async def _method(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
+        method = request.match_info["method"]
+        if request.content_type == "application/json":
+            raw = await request.json()
+        else:
+            raw = dict(await request.post())
+        fields = self._decode(raw)
+        if method == "getUpdates":
+            return await self._get_updates(fields)
+        self.calls.append(Call(method, fields))
+        if method == "sendMessage" and self.failures:
+            status, description, retry_after = self.failures.popleft()
+            body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+            if retry_after is not None:
+                body["parameters"] = {"retry_after": retry_after}
+            return web.json_response(body, status=status)
+        return web.json_response({"ok": True, "result": self._result(method, fields)})
+
+    def _result(self, method: str, fields: dict[str, Any]) -> Any:
+        if method == "getMe":
+            return BOT
+        if method in ("sendMessage", "sendPoll", "editMessageReplyMarkup"):
+            message: dict[str, Any] = {
+                "message_id": int(fields.get("message_id") or next(self._ids)),
+                "date": int(time.time()),
+                "from": BOT,
+                "chat": {"id": int(fields["chat_id"]), "type": "private", "first_name": "Vecina"},
+            }
+            if "text" in fields:
+                message["text"] = fields["text"]
+            return message
+        if method == "getFile":
+            return {
+                "file_id": fields["file_id"],
+                "file_unique_id": "u1",
+                "file_size": len(PNG),
+                "file_path": f"photos/{fields['file_id']}.jpg",
+            }
+        return True  # answerCallbackQuery, setWebhook, setMyCommands, deleteWebhook…
+
+    async def _get_updates(self, fields: dict[str, Any]) -> web.Response:
+        offset = int(fields.get("offset") or 0)
+        while self.updates and self.updates[0]["update_id"] < offset:
+            self.updates.popleft()
+        ready = [u for u in self.updates if u["update_id"] >= offset]
+        return web.json_response({"ok": True, "result": ready})
+
+    async def _file(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=404)
+        self.calls.append(Call("download", {"path": request.match_info["path"]}))
+        return web.Response(body=PNG, content_type="image/png")
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._method)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._file)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
