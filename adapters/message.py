@@ -131,6 +131,22 @@ class Hooks(Protocol):
         """The resident blocked us on the channel itself."""
         ...
 
+    async def group_seen(self, channel: str, address: str, title: str | None, active: bool) -> None:
+        """The bot was added to (active) or removed from a group chat."""
+        ...
+
+    async def poll_vote(
+        self,
+        channel: str,
+        poll: str,
+        voter: str,
+        options: list[int],
+        provider_id: str,
+        name: str | None = None,
+    ) -> None:
+        """A resident voted in a native poll (option indexes; empty: the vote was retracted)."""
+        ...
+
 
 class Channel(Protocol):
     """One channel adapter: its webhook routes (if any) and how it sends."""

@@ -218,8 +218,24 @@ class TelegramChannel:
         """Record what a resident said; note who blocked us; ignore the rest."""
         member = update.my_chat_member
         if member is not None:
-            if member.chat.type == "private" and member.new_chat_member.status == "kicked":
-                await hooks.opt_out(CHANNEL, str(member.chat.id))
+            chat, status = member.chat, member.new_chat_member.status
+            if chat.type == "private" and status == "kicked":
+                await hooks.opt_out(CHANNEL, str(chat.id))
+            elif chat.type in ("group", "supergroup"):
+                active = status in ("member", "administrator", "creator", "restricted")
+                await hooks.group_seen(CHANNEL, str(chat.id), chat.title, active)
+            return
+        vote = update.poll_answer
+        if vote is not None:
+            if vote.user is not None:  # a vote cast as a channel is nobody's to count
+                await hooks.poll_vote(
+                    CHANNEL,
+                    vote.poll_id,
+                    str(vote.user.id),
+                    list(vote.option_ids),
+                    str(update.update_id),
+                    vote.user.first_name,
+                )
             return
         inbound = parse_update(update)
         if inbound is None:
@@ -289,6 +305,32 @@ class TelegramChannel:
         if self._initialized:
             await self.bot.shutdown()
             self._initialized = False
+
+    # posting to neighbourhood groups (staff actions) ----------------------------------------
+
+    async def link(self, payload: str) -> str:
+        """The t.me deep link that opens a private chat with the bot and sends /start payload."""
+        bot = await self.ensure_bot()
+        return f"https://t.me/{bot.username}?start={payload}"
+
+    async def post_invitation(self, chat: str, text: str, button: str, url: str) -> str:
+        bot = await self.ensure_bot()
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton(button, url=url)]])
+        sent = await bot.send_message(chat_id=chat, text=text, reply_markup=markup)
+        return str(sent.message_id)
+
+    async def post_poll(self, chat: str, question: str, options: list[str], multiple: bool) -> str:
+        """A non-anonymous native poll, so each vote belongs to a resident. Returns its id."""
+        bot = await self.ensure_bot()
+        sent = await bot.send_poll(
+            chat_id=chat,
+            question=question[:300],
+            options=[o[:100] for o in options],
+            is_anonymous=False,
+            allows_multiple_answers=multiple,
+        )
+        assert sent.poll is not None
+        return sent.poll.id
 
     # outbound ------------------------------------------------------------------------------
 

@@ -41,6 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     tg_commands.add_parser(
         "set-webhook", help="register PUBLIC_URL/webhooks/telegram and the command menus"
     )
+    groups = tg_commands.add_parser("groups", help="neighbourhood groups")
+    groups_commands = groups.add_subparsers(dest="groups_command", required=True, metavar="ACTION")
+    add = groups_commands.add_parser("add", help="give a group its territory")
+    add.add_argument("chat", help="the group's chat id, e.g. -1001234567890")
+    add.add_argument("--territory", required=True, help="e.g. santa-julia")
+    add.add_argument("--lang", choices=("es", "en", "fr"), help="the language to post in")
+    groups_commands.add_parser("list", help="the groups the bot is in")
+    invite = tg_commands.add_parser("invite", help="post a survey invitation to a group")
+    invite.add_argument("chat")
+    invite.add_argument("--flow", required=True)
+    poll = tg_commands.add_parser("poll", help="post a flow's choice question as a native poll")
+    poll.add_argument("chat")
+    poll.add_argument("--flow", required=True)
+    poll.add_argument("--question", required=True, help="the state name of the question")
 
     db = commands.add_parser("db", help="the database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -173,20 +187,60 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _telegram(settings: Settings, _args: argparse.Namespace) -> int:
-    from adapters.telegram import TelegramChannel, TelegramConfig
-    from bot.telegram_setup import set_webhook
+async def _telegram(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.telegram import CHANNEL, TelegramChannel
+    from bot import telegram_setup as staff
 
-    config = TelegramConfig.from_env(settings.env, settings.public_url)
-    if config is None or not config.secret:
-        print("consulta: set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET first", file=sys.stderr)
-        return 2
-    channel = TelegramChannel(config)
+    runtime = await _runtime(settings)
+    if runtime is None:
+        return 1
+    channel = next((c for c in runtime.channels if isinstance(c, TelegramChannel)), None)
     try:
-        url = await set_webhook(channel, settings.default_language)
+        if channel is None or not channel.config.secret:
+            print(
+                "consulta: set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET first",
+                file=sys.stderr,
+            )
+            return 2
+        action = args.telegram_command
+        if action == "set-webhook":
+            url = await staff.set_webhook(channel, settings.default_language)
+            print(f"Telegram will post updates to {url}; commands set in es, en and fr")
+        elif action == "groups" and args.groups_command == "add":
+            print(await staff.register_group(runtime.groups, args.chat, args.territory, args.lang))
+        elif action == "groups":
+            for g in await runtime.groups.all(CHANNEL):
+                state = "in" if g.active else "left"
+                print(
+                    f"{g.address}\t{g.territory or '-'}\t{g.language or '-'}\t{state}\t"
+                    f"{g.title or ''}"
+                )
+        elif action == "invite":
+            url = await staff.invite(
+                channel,
+                runtime.groups,
+                runtime.flows,
+                args.chat,
+                args.flow,
+                settings.default_language,
+            )
+            print(f"invitation posted; its button opens {url}")
+        elif action == "poll":
+            poll_id = await staff.post_poll(
+                channel,
+                runtime.groups,
+                runtime.flows,
+                args.chat,
+                args.flow,
+                args.question,
+                settings.default_language,
+            )
+            print(f"poll {poll_id} posted; votes are stored as answers to {args.question}")
+    except staff.StaffError as exc:
+        print(f"consulta: {exc}", file=sys.stderr)
+        return 1
     finally:
-        await channel.close()
-    print(f"Telegram will post updates to {url}; commands set in es, en and fr")
+        await runtime.close()
     return 0
 
 

@@ -20,7 +20,7 @@ from flows.engine import Engine
 from flows.model import Flow
 from storage.db import connect, migrate_async
 from storage.media import MediaStore
-from storage.repository import Store
+from storage.repository import Groups, Store
 from storage.state import StateStore, open_state_store
 
 __all__ = ["Runtime"]
@@ -42,8 +42,12 @@ class Runtime:
     outbox: Outbox
     inbox: Inbox
     channels: list[Channel] = field(default_factory=list)
+    groups: Groups = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _passes: dict[int, bool] = field(default_factory=dict)  # contact → another pass wanted
+
+    def __post_init__(self) -> None:
+        self.groups = Groups(self.store)
 
     @classmethod
     async def create(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -83,6 +87,26 @@ class Runtime:
         contact = await self.store.find_contact(channel, address)
         if contact is not None:
             await self.store.set_opted_out(contact.id)
+
+    async def group_seen(self, channel: str, address: str, title: str | None, active: bool) -> None:
+        await self.groups.seen(channel, address, title, active)
+
+    async def poll_vote(
+        self,
+        channel: str,
+        poll: str,
+        voter: str,
+        options: list[int],
+        provider_id: str,
+        name: str | None = None,
+    ) -> None:
+        found = await self.groups.poll(channel, poll)
+        if found is None:
+            log.info("a vote in a poll we did not post (%s): ignored", poll)
+            return
+        keys = [found.keys[i] for i in options if 0 <= i < len(found.keys)]
+        value = keys if found.multiple else (keys[0] if keys else None)
+        await self.groups.record_vote(found, channel, voter, value, provider_id, name)
 
     async def health(self) -> dict[str, str]:
         """ "ok" or the error, for the database and (when configured) Redis."""

@@ -24,7 +24,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Answer", "Base", "Consent", "Contact", "MessageLog", "Submission", "utcnow"]
+__all__ = [
+    "Answer",
+    "Base",
+    "Consent",
+    "Contact",
+    "Group",
+    "MessageLog",
+    "Poll",
+    "Submission",
+    "utcnow",
+]
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -152,3 +162,38 @@ class MessageLog(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Group(Base):
+    """A neighbourhood group chat the bot is a member of, and the territory staff gave it."""
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_groups_channel_address"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(64))  # the group's chat id
+    title: Mapped[str | None] = mapped_column(String(255))
+    territory: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(2))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # the bot is still in it
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Poll(Base):
+    """A native poll posted to a group: one question of a flow, its choices in order."""
+
+    __tablename__ = "polls"
+    __table_args__ = (UniqueConstraint("channel", "provider_id", name="uq_polls_provider"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    provider_id: Mapped[str] = mapped_column(String(64))  # the channel's poll id
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    flow_id: Mapped[str] = mapped_column(String(64))
+    flow_version: Mapped[int] = mapped_column(Integer)
+    question: Mapped[str] = mapped_column(String(64))  # the answer's question key
+    state: Mapped[str] = mapped_column(String(64))
+    choices: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"keys": [...]} in order
+    multiple: Mapped[bool] = mapped_column(Boolean, default=False)
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -18,9 +18,9 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from storage.models import Answer, Consent, Contact, MessageLog, Submission, utcnow
+from storage.models import Answer, Consent, Contact, Group, MessageLog, Poll, Submission, utcnow
 
-__all__ = ["ContactInfo", "OutboundRow", "Store"]
+__all__ = ["ContactInfo", "GroupInfo", "Groups", "OutboundRow", "PollInfo", "Store"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,23 @@ class Store:
     ) -> tuple[int, int | None]:
         """Durably record a resident's message. Returns (contact id, message id or None when
         this provider id was already recorded)."""
+        async with self.engine.begin() as conn:
+            return await self._record(
+                conn, channel, address, provider_id, body, payload, name, extra, "received"
+            )
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        channel: str,
+        address: str,
+        provider_id: str | None,
+        body: str | None,
+        payload: dict[str, Any],
+        name: str | None,
+        extra: dict[str, Any] | None,
+        status: str,
+    ) -> tuple[int, int | None]:
         now = utcnow()
         contact = self._insert(Contact).values(
             pid=self.pseudonym(channel, address),
@@ -135,25 +152,24 @@ class Store:
             .on_conflict_do_nothing(index_elements=["channel", "direction", "provider_id"])
             .returning(MessageLog.id)
         )
-        async with self.engine.begin() as conn:
-            contact_id = (await conn.execute(contact)).scalar_one()
-            message_id = (
-                await conn.execute(
-                    message.values(
-                        direction="in",
-                        channel=channel,
-                        contact_id=contact_id,
-                        provider_id=provider_id,
-                        status="received",
-                        body=body,
-                        payload=payload,
-                        error=None,
-                        attempts=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
+        contact_id = (await conn.execute(contact)).scalar_one()
+        message_id = (
+            await conn.execute(
+                message.values(
+                    direction="in",
+                    channel=channel,
+                    contact_id=contact_id,
+                    provider_id=provider_id,
+                    status=status,
+                    body=body,
+                    payload=payload,
+                    error=None,
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
                 )
-            ).scalar_one_or_none()
+            )
+        ).scalar_one_or_none()
         return contact_id, message_id
 
     async def pending_inbound(self, contact_id: int) -> list[tuple[int, dict[str, Any]]]:
@@ -487,3 +503,213 @@ class Changes:
             .returning(MessageLog.id)
         )
         return (await self.conn.execute(stmt)).scalar_one()
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    id: int
+    channel: str
+    address: str
+    title: str | None
+    territory: str | None
+    language: str | None
+    active: bool
+
+
+@dataclass(frozen=True)
+class PollInfo:
+    id: int
+    group_id: int
+    flow_id: str
+    flow_version: int
+    question: str
+    state: str
+    keys: list[str]
+    multiple: bool
+    territory: str | None
+
+
+class Groups:
+    """Neighbourhood group chats and the polls posted to them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def seen(self, channel: str, address: str, title: str | None, active: bool) -> None:
+        """The bot was added to (or removed from) a group."""
+        stmt = self.store._insert(Group).values(
+            channel=channel, address=address, title=title, active=active, added_at=utcnow()
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["channel", "address"],
+            set_={"active": active, "title": func.coalesce(stmt.excluded.title, Group.title)},
+        )
+        async with self.store.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def register(
+        self, channel: str, address: str, territory: str, language: str | None
+    ) -> GroupInfo:
+        """Staff give a group its territory (and the language to post in)."""
+        stmt = self.store._insert(Group).values(
+            channel=channel,
+            address=address,
+            territory=territory,
+            language=language,
+            active=True,
+            added_at=utcnow(),
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["channel", "address"],
+            set_={"territory": territory, "language": language},
+        )
+        async with self.store.engine.begin() as conn:
+            await conn.execute(stmt)
+        found = await self.get(channel, address)
+        assert found is not None
+        return found
+
+    async def get(self, channel: str, address: str) -> GroupInfo | None:
+        async with self.store.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_GROUP_COLUMNS).where(
+                        Group.channel == channel, Group.address == address
+                    )
+                )
+            ).one_or_none()
+        return GroupInfo(*row) if row else None
+
+    async def all(self, channel: str) -> list[GroupInfo]:
+        async with self.store.engine.connect() as conn:
+            rows = await conn.execute(
+                select(*_GROUP_COLUMNS).where(Group.channel == channel).order_by(Group.id)
+            )
+            return [GroupInfo(*r) for r in rows]
+
+    async def save_poll(
+        self,
+        channel: str,
+        provider_id: str,
+        group: GroupInfo,
+        flow_id: str,
+        flow_version: int,
+        question: str,
+        state: str,
+        keys: list[str],
+        multiple: bool,
+    ) -> None:
+        async with self.store.engine.begin() as conn:
+            await conn.execute(
+                insert(Poll).values(
+                    channel=channel,
+                    provider_id=provider_id,
+                    group_id=group.id,
+                    flow_id=flow_id,
+                    flow_version=flow_version,
+                    question=question,
+                    state=state,
+                    choices={"keys": keys},
+                    multiple=multiple,
+                    sent_at=utcnow(),
+                )
+            )
+
+    async def poll(self, channel: str, provider_id: str) -> PollInfo | None:
+        async with self.store.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        Poll.id,
+                        Poll.group_id,
+                        Poll.flow_id,
+                        Poll.flow_version,
+                        Poll.question,
+                        Poll.state,
+                        Poll.choices,
+                        Poll.multiple,
+                        Group.territory,
+                    )
+                    .join(Group, Group.id == Poll.group_id)
+                    .where(Poll.channel == channel, Poll.provider_id == provider_id)
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        return PollInfo(
+            row[0], row[1], row[2], row[3], row[4], row[5], list(row[6]["keys"]), row[7], row[8]
+        )
+
+    async def record_vote(
+        self,
+        poll: PollInfo,
+        channel: str,
+        voter: str,
+        value: Any,
+        provider_id: str,
+        name: str | None = None,
+    ) -> bool:
+        """A resident's vote, durably and once per provider id, as the answer to the poll's
+        question in a submission of its own (one per poll and voter). False: a redelivery."""
+        async with self.store.engine.begin() as conn:
+            # Recorded as processed in the same transaction that applies it: a vote is never
+            # mistaken by the inbox for a message to run through a flow.
+            contact_id, message_id = await self.store._record(
+                conn,
+                channel,
+                voter,
+                provider_id,
+                None,
+                {"poll": poll.id, "vote": value},
+                name,
+                None,
+                "processed",
+            )
+            if message_id is None:
+                return False
+            digest = hashlib.sha256(f"poll:{poll.id}:{contact_id}".encode()).hexdigest()[:32]
+            now = utcnow()
+            submission = self.store._insert(Submission).values(
+                id=digest,
+                contact_id=contact_id,
+                flow_id=poll.flow_id,
+                flow_version=poll.flow_version,
+                status="complete",
+                language=None,
+                channel=channel,
+                territory=poll.territory,
+                folio=None,
+                cursor={},
+                started_at=now,
+                updated_at=now,
+                completed_at=now,
+            )
+            submission = submission.on_conflict_do_update(
+                index_elements=["id"], set_={"updated_at": now, "completed_at": now}
+            )
+            answer = self.store._insert(Answer).values(
+                submission_id=digest,
+                question=poll.question,
+                state=poll.state,
+                raw_text=None,
+                value=value,
+                answered_at=now,
+            )
+            answer = answer.on_conflict_do_update(
+                index_elements=["submission_id", "question"],
+                set_={"value": answer.excluded.value, "answered_at": now},
+            )
+            await conn.execute(submission)
+            await conn.execute(answer)
+        return True
+
+
+_GROUP_COLUMNS = (
+    Group.id,
+    Group.channel,
+    Group.address,
+    Group.title,
+    Group.territory,
+    Group.language,
+    Group.active,
+)

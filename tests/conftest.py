@@ -18,9 +18,10 @@ import redis.asyncio as aioredis
 from bot.config import Settings
 from bot.runtime import Runtime
 from storage.db import migrate
+from storage.models import Base
 from tests.settings import PG_ADMIN, REDIS
 
-TABLES = "answers, consents, messages, submissions, contacts"
+TABLES = ", ".join(table.name for table in Base.metadata.sorted_tables)  # every table, always
 
 
 def _blocking(function: Callable[..., Any], *args: Any) -> Any:

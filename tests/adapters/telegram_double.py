@@ -86,21 +86,16 @@ class TelegramDouble:
             if retry_after is not None:
                 body["parameters"] = {"retry_after": retry_after}
             return web.json_response(body, status=status)
-        return web.json_response({"ok": True, "result": self._result(method, fields)})
+        result = self._result(method, fields)
+        if method == "sendPoll":
+            fields["_poll_id"] = result["poll"]["id"]
+        return web.json_response({"ok": True, "result": result})
 
     def _result(self, method: str, fields: dict[str, Any]) -> Any:
         if method == "getMe":
             return BOT
         if method in ("sendMessage", "sendPoll", "editMessageReplyMarkup"):
-            message: dict[str, Any] = {
-                "message_id": int(fields.get("message_id") or next(self._ids)),
-                "date": int(time.time()),
-                "from": BOT,
-                "chat": {"id": int(fields["chat_id"]), "type": "private", "first_name": "Vecina"},
-            }
-            if "text" in fields:
-                message["text"] = fields["text"]
-            return message
+            return self._message(method, fields)
         if method == "getFile":
             return {
                 "file_id": fields["file_id"],
@@ -109,6 +104,40 @@ class TelegramDouble:
                 "file_path": f"photos/{fields['file_id']}.jpg",
             }
         return True  # answerCallbackQuery, setWebhook, setMyCommands, deleteWebhook…
+
+    def _message(self, method: str, fields: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(fields["chat_id"])
+        if chat_id > 0:
+            chat = {"id": chat_id, "type": "private", "first_name": "Vecina"}
+        else:
+            chat = {"id": chat_id, "type": "supergroup", "title": "Vecinos"}
+        message: dict[str, Any] = {
+            "message_id": int(fields.get("message_id") or next(self._ids)),
+            "date": int(time.time()),
+            "from": BOT,
+            "chat": chat,
+        }
+        if "text" in fields:
+            message["text"] = fields["text"]
+        if method == "sendPoll":
+            options = [o["text"] if isinstance(o, dict) else o for o in fields["options"]]
+            message["poll"] = {
+                "id": f"poll{next(self._ids)}",
+                "question": fields["question"],
+                "options": [
+                    {"text": o, "voter_count": 0, "persistent_id": f"opt{i}"}
+                    for i, o in enumerate(options)
+                ],
+                "total_voter_count": 0,
+                "is_closed": False,
+                "is_anonymous": str(fields.get("is_anonymous")).lower() == "true",
+                "type": "regular",
+                "allows_revoting": True,
+                "members_only": False,
+                "allows_multiple_answers": str(fields.get("allows_multiple_answers")).lower()
+                == "true",
+            }
+        return message
 
     async def _get_updates(self, fields: dict[str, Any]) -> web.Response:
         offset = int(fields.get("offset") or 0)

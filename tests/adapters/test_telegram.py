@@ -19,7 +19,7 @@ from adapters.telegram import SECRET_HEADER, TelegramChannel, TelegramConfig
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.server import build_app
-from bot.telegram_setup import set_webhook
+from bot.telegram_setup import StaffError, invite, post_poll, register_group, set_webhook
 from storage.models import MessageLog
 from tests.adapters.telegram_double import TelegramDouble
 
@@ -411,3 +411,116 @@ async def test_long_polling_for_staff_without_a_public_url(
         await runtime.close()
     assert double.called("deleteWebhook")
     assert "Aviso de privacidad" in double.called("sendMessage")[0]["text"]
+
+
+GROUP_ID = -1001234567890
+NEIGHBOURS_GROUP = {"id": GROUP_ID, "type": "supergroup", "title": "Vecinos de Santa Julia"}
+BOT_USER = {"id": 777000, "is_bot": True, "first_name": "Consulta"}
+
+
+ADMIN_RIGHTS = {
+    "can_be_edited": False,
+    "is_anonymous": False,
+    "can_manage_chat": True,
+    "can_delete_messages": True,
+    "can_manage_video_chats": False,
+    "can_restrict_members": False,
+    "can_promote_members": False,
+    "can_change_info": False,
+    "can_invite_users": True,
+    "can_post_stories": False,
+    "can_edit_stories": False,
+    "can_delete_stories": False,
+}
+
+
+def membership(status: str) -> dict[str, Any]:
+    return {
+        "update_id": next(Resident.ids),
+        "my_chat_member": {
+            "chat": NEIGHBOURS_GROUP,
+            "from": USER,
+            "date": 1,
+            "old_chat_member": {"status": "left", "user": BOT_USER},
+            "new_chat_member": {
+                "status": status,
+                "user": BOT_USER,
+                **(ADMIN_RIGHTS if status == "administrator" else {}),
+            },
+        },
+    }
+
+
+def telegram_of(rt: Runtime) -> TelegramChannel:
+    return next(c for c in rt.channels if isinstance(c, TelegramChannel))
+
+
+async def test_the_bot_tracks_the_groups_it_is_added_to(resident: Resident, rt: Runtime) -> None:
+    assert await resident.post(membership("member")) == 200
+    [group] = await rt.groups.all("telegram")
+    assert group.address == str(GROUP_ID) and group.title == "Vecinos de Santa Julia"
+    assert group.active and group.territory is None
+    assert await resident.post(membership("left")) == 200
+    assert not (await rt.groups.get("telegram", str(GROUP_ID))).active  # type: ignore[union-attr]
+
+
+async def test_an_invitation_opens_the_survey_privately_with_the_territory(
+    resident: Resident, rt: Runtime, double: TelegramDouble
+) -> None:
+    assert await resident.post(membership("administrator")) == 200
+    with pytest.raises(StaffError, match="not registered"):
+        await invite(telegram_of(rt), rt.groups, rt.flows, str(GROUP_ID), "priorities", "es")
+    with pytest.raises(StaffError, match="territory"):
+        await register_group(rt.groups, str(GROUP_ID), "Santa Julia!", "es")
+    await register_group(rt.groups, str(GROUP_ID), "santa-julia", "fr")
+    url = await invite(telegram_of(rt), rt.groups, rt.flows, str(GROUP_ID), "priorities", "es")
+    assert url == "https://t.me/consulta_bot?start=prioridades_santa-julia"
+    posted = double.last_to(GROUP_ID)
+    assert "Les priorités de votre quartier" in posted["text"]
+    assert posted["reply_markup"]["inline_keyboard"][0][0] == {"text": "Répondre", "url": url}
+    # A neighbour follows the link: the survey starts in a private chat, territory recorded.
+    await resident.say("/start prioridades_santa-julia")
+    await resident.press(0)
+    [sub] = await rt.store.submissions()
+    assert sub["territory"] == "santa-julia"
+
+
+async def test_a_native_poll_stores_each_vote_as_an_answer(
+    resident: Resident, rt: Runtime, double: TelegramDouble
+) -> None:
+    await resident.post(membership("member"))
+    await register_group(rt.groups, str(GROUP_ID), "santa-julia", None)
+    channel = telegram_of(rt)
+    with pytest.raises(StaffError, match="not a choice question"):
+        await post_poll(
+            channel, rt.groups, rt.flows, str(GROUP_ID), "priorities", "urgent_problem", "es"
+        )
+    poll_id = await post_poll(
+        channel, rt.groups, rt.flows, str(GROUP_ID), "priorities", "pillar", "es"
+    )
+    [sent] = double.called("sendPoll")
+    assert sent["is_anonymous"] in (False, "False", "false")
+    assert [o["text"] if isinstance(o, dict) else o for o in sent["options"]][2] == (
+        "Seguridad y paz ciudadana"
+    )
+
+    def vote(options: list[int], update_id: int) -> dict[str, Any]:
+        answer = {
+            "poll_id": poll_id,
+            "user": USER,
+            "option_ids": options,
+            "option_persistent_ids": [f"opt{i}" for i in options],
+        }
+        return {"update_id": update_id, "poll_answer": answer}
+
+    assert await resident.post(vote([2], 9001)) == 200
+    assert await resident.post(vote([2], 9001)) == 200  # redelivered: once
+    [sub] = await rt.store.submissions()
+    assert sub["answers"] == {"pillar": "security"} and sub["territory"] == "santa-julia"
+    assert sub["flow"] == "priorities" and sub["status"] == "complete"
+    assert await resident.post(vote([], 9002)) == 200  # the vote is retracted
+    [sub] = await rt.store.submissions()
+    assert sub["answers"] == {"pillar": None}
+    assert double.called("sendMessage") == []  # a vote is never run through a flow
+    await rt.sweep()
+    assert double.called("sendMessage") == []
