@@ -64,8 +64,9 @@ CALLBACK_DATA_LIMIT = 64  # bytes
 FILE_PREFIX = "tg-file:"
 # Updates we act on; the rest are acknowledged and ignored.
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "poll_answer"]
-# Telegram's limits: about 1 message/s in a private chat (short bursts allowed), 30/s overall.
-CHAT_RATE, CHAT_BURST, GLOBAL_RATE = 1.0, 3.0, 30.0
+# Telegram's limits: about 1 message/s in a private chat (short bursts allowed), 20 a minute in
+# a group, 30/s overall.
+CHAT_RATE, CHAT_BURST, GROUP_RATE, GLOBAL_RATE = 1.0, 3.0, 20 / 60, 30.0
 COMMANDS = ("help", "back", "restart", "stop", "language")
 
 
@@ -314,14 +315,14 @@ class TelegramChannel:
         return f"https://t.me/{bot.username}?start={payload}"
 
     async def post_invitation(self, chat: str, text: str, button: str, url: str) -> str:
-        bot = await self.ensure_bot()
+        bot = await self._paced(chat)
         markup = InlineKeyboardMarkup([[InlineKeyboardButton(button, url=url)]])
         sent = await bot.send_message(chat_id=chat, text=text, reply_markup=markup)
         return str(sent.message_id)
 
     async def post_poll(self, chat: str, question: str, options: list[str], multiple: bool) -> str:
         """A non-anonymous native poll, so each vote belongs to a resident. Returns its id."""
-        bot = await self.ensure_bot()
+        bot = await self._paced(chat)
         sent = await bot.send_poll(
             chat_id=chat,
             question=question[:300],
@@ -338,8 +339,19 @@ class TelegramChannel:
         if len(self._chats) > 50_000:  # forget chats that have been quiet: fresh buckets
             self._chats.clear()
         if chat not in self._chats:
-            self._chats[chat] = Pacer(self.config.chat_rate, max(CHAT_BURST, self.config.chat_rate))
+            group = chat.startswith("-")  # group and channel chat ids are negative
+            self._chats[chat] = (
+                Pacer(GROUP_RATE, CHAT_BURST)
+                if group
+                else Pacer(self.config.chat_rate, max(CHAT_BURST, self.config.chat_rate))
+            )
         return self._chats[chat]
+
+    async def _paced(self, chat: str) -> Bot:
+        bot = await self.ensure_bot()
+        await self._everyone.wait()
+        await self._pacer(chat).wait()
+        return bot
 
     @staticmethod
     def _markup(message: Outbound) -> Any:
@@ -360,12 +372,10 @@ class TelegramChannel:
         return ReplyKeyboardRemove()
 
     async def send(self, message: Outbound) -> Sent:
-        bot = await self.ensure_bot()
         parts = split_text(message.text, TEXT_LIMIT)
         sent_id = ""
         for i, part in enumerate(parts):
-            await self._everyone.wait()
-            await self._pacer(message.address).wait()
+            bot = await self._paced(message.address)
             markup = self._markup(message) if i == len(parts) - 1 else None
             try:
                 sent = await bot.send_message(

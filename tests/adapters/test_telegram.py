@@ -524,3 +524,16 @@ async def test_a_native_poll_stores_each_vote_as_an_answer(
     assert double.called("sendMessage") == []  # a vote is never run through a flow
     await rt.sweep()
     assert double.called("sendMessage") == []
+
+
+async def test_groups_are_paced_to_twenty_messages_a_minute(double: TelegramDouble) -> None:
+    channel = TelegramChannel(TelegramConfig(TOKEN, SECRET, PUBLIC, api_base_url=double.url))
+    try:
+        started = time.monotonic()
+        for _ in range(4):  # a burst of 3, then one every 3 s
+            await channel.post_invitation(
+                str(GROUP_ID), "¡Participa!", "Responder", "https://t.me/x"
+            )
+        assert time.monotonic() - started >= 2.5
+    finally:
+        await channel.close()
