@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.adapters.loopback import LoopbackDouble
 from tests.adapters.twilio_double import PNG
 
 BOT = {
@@ -33,14 +34,12 @@ class Call:
 
 
 @dataclass
-class TelegramDouble:
+class TelegramDouble(LoopbackDouble):
     token: str
     calls: list[Call] = field(default_factory=list)
     failures: deque[tuple[int, str, int | None]] = field(default_factory=deque)
     updates: deque[dict[str, Any]] = field(default_factory=deque)
-    url: str = ""
     _ids: Any = field(default_factory=lambda: itertools.count(100))
-    _runner: web.AppRunner | None = None
 
     def fail_next(self, status: int, description: str, retry_after: int | None = None) -> None:
         self.failures.append((status, description, retry_after))
@@ -152,18 +151,6 @@ class TelegramDouble:
         self.calls.append(Call("download", {"path": request.match_info["path"]}))
         return web.Response(body=PNG, content_type="image/png")
 
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()

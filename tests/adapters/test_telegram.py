@@ -21,6 +21,7 @@ from bot.runtime import Runtime
 from bot.server import build_app
 from bot.telegram_setup import StaffError, invite, post_poll, register_group, set_webhook
 from storage.models import MessageLog
+from tests.adapters.loopback import sending_runtime
 from tests.adapters.telegram_double import TelegramDouble
 
 TOKEN = "123456:TEST-token"
@@ -52,18 +53,8 @@ def telegram_env(double: TelegramDouble, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 async def rt(settings: Settings, double: TelegramDouble) -> AsyncIterator[Runtime]:
-    runtime = await Runtime.create(
-        replace(settings, public_url=PUBLIC, env=telegram_env(double)),
-        migrate=settings.redis_url is None,
-    )
-    stop = asyncio.Event()
-    sending = asyncio.create_task(runtime.outbox.run(stop, concurrency=2))
-    try:
+    async with sending_runtime(settings, telegram_env(double), PUBLIC) as runtime:
         yield runtime
-    finally:
-        stop.set()
-        await sending
-        await runtime.close()
 
 
 @pytest.fixture

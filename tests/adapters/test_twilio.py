@@ -3,7 +3,6 @@ replies sent with the real `twilio` library to a double of the REST API on loopb
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -30,6 +29,7 @@ from bot.config import Settings
 from bot.runtime import Runtime
 from bot.server import MAX_BODY, build_app
 from storage.models import MessageLog
+from tests.adapters.loopback import sending_runtime
 from tests.adapters.twilio_double import TwilioDouble
 
 SID = "AC" + "1" * 32
@@ -61,17 +61,8 @@ async def rt(settings: Settings, double: TwilioDouble) -> AsyncIterator[Runtime]
         "TWILIO_WHATSAPP_RATE": "1000",
         "TWILIO_SMS_RATE": "1000",
     }
-    runtime = await Runtime.create(
-        replace(settings, public_url=PUBLIC, env=env), migrate=settings.redis_url is None
-    )
-    stop = asyncio.Event()
-    sending = asyncio.create_task(runtime.outbox.run(stop, concurrency=2))
-    try:
+    async with sending_runtime(settings, env, PUBLIC) as runtime:
         yield runtime
-    finally:
-        stop.set()
-        await sending
-        await runtime.close()
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.adapters.loopback import LoopbackDouble
+
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
@@ -25,7 +27,7 @@ class Failure:
 
 
 @dataclass
-class TwilioDouble:
+class TwilioDouble(LoopbackDouble):
     account_sid: str
     auth_token: str
     messages: list[dict[str, str]] = field(default_factory=list)
@@ -33,8 +35,6 @@ class TwilioDouble:
     failures: deque[Failure] = field(default_factory=deque)
     contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # ContentSid → request
     contents_down: bool = False
-    url: str = ""
-    _runner: web.AppRunner | None = None
 
     def fail_next(self, status: int, code: int, message: str = "error", times: int = 1) -> None:
         self.failures.extend(Failure(status, code, message) for _ in range(times))
@@ -130,20 +130,8 @@ class TwilioDouble:
     def media_url(self, name: str) -> str:
         return f"{self.url}/2010-04-01/Accounts/{self.account_sid}/Messages/MM1/Media/{name}"
 
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create_message)
         app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{msg}/Media/{name}", self._media)
         app.router.add_get("/storage/{name}", self._storage)
         app.router.add_post("/v1/Content", self._create_content)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
