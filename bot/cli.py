@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from bot.config import ConfigError, Settings
 
@@ -56,10 +57,33 @@ def _parser() -> argparse.ArgumentParser:
     poll.add_argument("--flow", required=True)
     poll.add_argument("--question", required=True, help="the state name of the question")
 
+    export = commands.add_parser("export", help="a flow's answers for analysis")
+    export.add_argument("--flow", required=True)
+    export.add_argument("--format", required=True, choices=("csv", "xlsx", "jsonl", "geojson"))
+    export.add_argument("-o", "--output", help="a file (default: standard output)")
+    export.add_argument("--since", type=_when, help="started on or after (YYYY-MM-DD[THH:MM])")
+    export.add_argument("--until", type=_when, help="started before")
+    export.add_argument("--territory")
+    export.add_argument("--status", choices=("complete", "partial", "all"), default="complete")
+    export.add_argument("--lang", choices=("es", "en", "fr"), help="language of the labels")
+    export.add_argument("--codes", action="store_true", help="choice keys instead of labels")
+    export.add_argument("--long", action="store_true", help="CSV: one row per answer")
+    export.add_argument(
+        "--include-previews", action="store_true", help="also the simulator's test conversations"
+    )
+
     db = commands.add_parser("db", help="the database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply migrations")
     return parser
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,9 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(settings.database_url)
         print("database is up to date")
         return 0
-    runner = {"serve": _serve, "worker": _worker, "chat": _chat, "telegram": _telegram}[
-        args.command
-    ]
+    runner = {
+        "serve": _serve,
+        "worker": _worker,
+        "chat": _chat,
+        "telegram": _telegram,
+        "export": _export,
+    }[args.command]
     try:
         return asyncio.run(runner(settings, args))
     except KeyboardInterrupt:
@@ -239,6 +267,53 @@ async def _telegram(settings: Settings, args: argparse.Namespace) -> int:
     except staff.StaffError as exc:
         print(f"consulta: {exc}", file=sys.stderr)
         return 1
+    finally:
+        await runtime.close()
+    return 0
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.export import Export, Progress, write_export
+
+    runtime = await _runtime(settings)
+    if runtime is None:
+        return 1
+    try:
+        flow = runtime.flows.get(args.flow)
+        if flow is None:
+            print(
+                f"consulta: no flow {args.flow!r}; flows: {', '.join(sorted(runtime.flows))}",
+                file=sys.stderr,
+            )
+            return 2
+        if args.output is None and args.format == "xlsx" and sys.stdout.isatty():
+            print("consulta: an XLSX file is binary: use -o FILE", file=sys.stderr)
+            return 2
+        export = Export(
+            flow,
+            language=args.lang or settings.default_language,
+            codes=args.codes,
+            since=args.since,
+            until=args.until,
+            territory=args.territory,
+            status=args.status,
+            include_previews=args.include_previews,
+        )
+        if args.output:
+            with open(args.output, "wb") as out:  # noqa: ASYNC230 - the only task here
+                await write_export(
+                    runtime.store, export, args.format, out, long=args.long, progress=Progress()
+                )
+        else:
+            await write_export(
+                runtime.store,
+                export,
+                args.format,
+                sys.stdout.buffer,
+                long=args.long,
+                progress=Progress(),
+            )
+            sys.stdout.buffer.flush()
     finally:
         await runtime.close()
     return 0

@@ -20,7 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from storage.models import Answer, Consent, Contact, Group, MessageLog, Poll, Submission, utcnow
 
-__all__ = ["ContactInfo", "GroupInfo", "Groups", "OutboundRow", "PollInfo", "Store"]
+__all__ = [
+    "ContactInfo",
+    "ExportRow",
+    "GroupInfo",
+    "Groups",
+    "OutboundRow",
+    "PollInfo",
+    "Store",
+    "stream_submissions",
+]
 
 
 @dataclass(frozen=True)
@@ -713,3 +722,82 @@ _GROUP_COLUMNS = (
     Group.language,
     Group.active,
 )
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One submission as an export sees it: the pseudonym, never the address."""
+
+    id: str
+    contact: str  # the pseudonymous contact id
+    flow_id: str
+    flow_version: int
+    status: str
+    channel: str
+    language: str | None
+    territory: str | None
+    folio: str | None
+    started_at: datetime
+    completed_at: datetime | None
+    answers: dict[str, tuple[Any, str | None, datetime]]  # question → (value, raw, when)
+
+
+async def stream_submissions(
+    store: Store,
+    flow_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    territory: str | None = None,
+    status: str = "complete",
+    channels_excluded: Sequence[str] = (),
+    batch: int = 1000,
+) -> AsyncIterator[ExportRow]:
+    """Submissions of a flow with their answers, oldest first, `batch` at a time."""
+    query = (
+        select(
+            Submission.id,
+            Contact.pid,
+            Submission.flow_id,
+            Submission.flow_version,
+            Submission.status,
+            Submission.channel,
+            Submission.language,
+            Submission.territory,
+            Submission.folio,
+            Submission.started_at,
+            Submission.completed_at,
+        )
+        .join(Contact, Contact.id == Submission.contact_id)
+        .where(Submission.flow_id == flow_id)
+        .order_by(Submission.started_at, Submission.id)
+    )
+    if status != "all":
+        query = query.where(Submission.status == status)
+    if since is not None:
+        query = query.where(Submission.started_at >= since)
+    if until is not None:
+        query = query.where(Submission.started_at < until)
+    if territory is not None:
+        query = query.where(Submission.territory == territory)
+    if channels_excluded:
+        query = query.where(Submission.channel.not_in(list(channels_excluded)))
+    async with store.engine.connect() as conn:
+        result = await conn.stream(query.execution_options(yield_per=batch))
+        async for rows in result.partitions(batch):
+            ids = [r[0] for r in rows]
+            answers: dict[str, dict[str, tuple[Any, str | None, datetime]]] = {}
+            async with store.engine.connect() as other:
+                found = await other.execute(
+                    select(
+                        Answer.submission_id,
+                        Answer.question,
+                        Answer.value,
+                        Answer.raw_text,
+                        Answer.answered_at,
+                    ).where(Answer.submission_id.in_(ids))
+                )
+                for sid, question, value, raw, when in found:
+                    answers.setdefault(sid, {})[question] = (value, raw, when)
+            for r in rows:
+                yield ExportRow(*r, answers=answers.get(r[0], {}))

@@ -214,3 +214,26 @@ def test_a_killed_chat_process_loses_no_answer(env: dict[str, str], tmp_path: Pa
     assert "You have an unfinished survey" in again.stdout
     assert "Which neighbourhood (colonia) do you live in?" in again.stdout
     assert _submissions(tmp_path / "cli.db") == [("partial", "en", 3)]
+
+
+def test_export_from_the_command_line(env: dict[str, str], tmp_path: Path) -> None:
+    answers = "\n".join(PRIORITIES_ANSWERS).replace("{problem}", PROBLEMS["es"]) + "\n"
+    assert run(["chat", "--lang", "es"], env, stdin=answers).returncode == 0
+    exported = subprocess.run(
+        [*CONSULTA, "export", "--flow", "priorities", "--format", "csv"],
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr
+    text = exported.stdout.decode("utf-8-sig")
+    assert text.startswith("submission,contact,flow")
+    assert "Agua potable; Recolección de basura" in text and "local" not in text
+    xlsx = tmp_path / "priorities.xlsx"
+    to_file = run(["export", "--flow", "priorities", "--format", "xlsx", "-o", str(xlsx)], env)
+    assert to_file.returncode == 0 and xlsx.read_bytes().startswith(b"PK")
+    unknown = run(["export", "--flow", "nope", "--format", "csv"], env)
+    assert unknown.returncode == 2 and "no flow 'nope'" in unknown.stderr
+    bad_date = run(["export", "--flow", "priorities", "--format", "csv", "--since", "ayer"], env)
+    assert bad_date.returncode == 2 and "not a date" in bad_date.stderr
