@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import IO, Any
 
 from flows.i18n import LANGUAGES, t
@@ -55,7 +56,7 @@ class Export:
     status: str = "complete"
     include_previews: bool = False
 
-    @property
+    @cached_property
     def questions(self) -> list[State]:
         return [s for s in self.flow.states.values() if s.kind.waits]
 
