@@ -72,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
         "--include-previews", action="store_true", help="also the simulator's test conversations"
     )
 
+    contacts = commands.add_parser("contacts", help="residents' data rights (ARCO)")
+    contacts_commands = contacts.add_subparsers(
+        dest="contacts_command", required=True, metavar="ACTION"
+    )
+    show = contacts_commands.add_parser("show", help="all that is held about a resident")
+    forget = contacts_commands.add_parser("forget", help="forget a resident")
+    for sub in (show, forget):
+        sub.add_argument("address", help="a phone number (+52…) or a Telegram chat id")
+        sub.add_argument("--channel", help="only this channel (whatsapp, sms, telegram…)")
+    forget.add_argument("--answers", action="store_true", help="remove their answers too")
+    forget.add_argument("--yes", action="store_true", help="do it (without: only say what)")
+
     db = commands.add_parser("db", help="the database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply migrations")
@@ -113,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chat": _chat,
         "telegram": _telegram,
         "export": _export,
+        "contacts": _contacts,
     }[args.command]
     try:
         return asyncio.run(runner(settings, args))
@@ -317,6 +330,42 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await runtime.close()
     return 0
+
+
+async def _contacts(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from storage.repository import DataRights
+
+    runtime = await _runtime(settings)
+    if runtime is None:
+        return 1
+    rights = DataRights(runtime.store)
+    try:
+        found = await rights.contacts(args.address.removeprefix("whatsapp:"), args.channel)
+        if not found:
+            print(f"consulta: nothing is held about {args.address}", file=sys.stderr)
+            return 1
+        if args.contacts_command == "show":
+            described = [await rights.describe(c) for c in found]
+            print(json.dumps(described, ensure_ascii=False, indent=2, default=str))
+            return 0
+        what = (
+            "everything, answers included"
+            if args.answers
+            else ("address, name, profile, messages and pseudonym; answers stay, anonymous")
+        )
+        if not args.yes:
+            print(f"would forget {len(found)} contact(s) ({what}); add --yes to do it")
+            return 1
+        for contact in found:
+            await rights.forget(contact, answers=args.answers)
+            await runtime.states.set(contact.id, None)
+            log.info("forgot contact %s (%s)", contact.pid, what)  # the pseudonym, not the address
+        print(f"forgot {len(found)} contact(s): {what}")
+        return 0
+    finally:
+        await runtime.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

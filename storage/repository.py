@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
@@ -22,6 +23,7 @@ from storage.models import Answer, Consent, Contact, Group, MessageLog, Poll, Su
 
 __all__ = [
     "ContactInfo",
+    "DataRights",
     "ExportRow",
     "GroupInfo",
     "Groups",
@@ -801,3 +803,76 @@ async def stream_submissions(
                     answers.setdefault(sid, {})[question] = (value, raw, when)
             for r in rows:
                 yield ExportRow(*r, answers=answers.get(r[0], {}))
+
+
+class DataRights:
+    """A resident's rights over what is held about them (ARCO): see it, and have it forgotten."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def contacts(self, address: str, channel: str | None = None) -> list[ContactInfo]:
+        """Every contact with this address (a phone number may be on WhatsApp and on SMS)."""
+        query = select(*_CONTACT_COLUMNS).where(Contact.address == address)
+        if channel:
+            query = query.where(Contact.channel == channel)
+        async with self.store.engine.connect() as conn:
+            return [ContactInfo(*r) for r in await conn.execute(query.order_by(Contact.id))]
+
+    async def describe(self, contact: ContactInfo) -> dict[str, Any]:
+        """All that is held about one contact, as a resident would be shown it."""
+        async with self.store.engine.connect() as conn:
+            messages = (
+                await conn.execute(
+                    select(MessageLog.direction, func.count())
+                    .where(MessageLog.contact_id == contact.id)
+                    .group_by(MessageLog.direction)
+                )
+            ).all()
+        return {
+            "channel": contact.channel,
+            "address": contact.address,
+            "pseudonym": contact.pid,
+            "name": contact.name,
+            "language": contact.language,
+            "profile": contact.profile,
+            "opted_out": contact.opted_out,
+            "last_message_at": _iso(contact.last_inbound_at),
+            "consents": [{**c, "at": _iso(c["at"])} for c in await self.store.consents(contact.id)],
+            "submissions": await self.store.submissions(contact.id),
+            "messages": {direction: count for direction, count in messages},
+        }
+
+    async def forget(self, contact: ContactInfo, *, answers: bool) -> None:
+        """Remove what points back to the resident: address, name, profile, the message log
+        (it holds their words and address) and the pseudonym (a keyed hash of the address).
+        Their answers stay, anonymous, unless `answers`, when everything goes."""
+        async with self.store.engine.begin() as conn:
+            await conn.execute(delete(MessageLog).where(MessageLog.contact_id == contact.id))
+            if answers:
+                await conn.execute(delete(Submission).where(Submission.contact_id == contact.id))
+                await conn.execute(delete(Consent).where(Consent.contact_id == contact.id))
+                await conn.execute(delete(Contact).where(Contact.id == contact.id))
+                return
+            anonymous = uuid.uuid4().hex
+            await conn.execute(
+                update(Submission).where(Submission.contact_id == contact.id).values(cursor={})
+            )
+            await conn.execute(
+                update(Contact)
+                .where(Contact.id == contact.id)
+                .values(
+                    pid="f" + anonymous[:19],
+                    address="forgotten:" + anonymous[:20],
+                    name=None,
+                    language=None,
+                    profile={},
+                    extra={},
+                    opted_out=True,
+                    last_inbound_at=None,
+                )
+            )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None

@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.runtime import Runtime
 from storage.db import migrate
 from storage.models import Base
-from tests.settings import PG_ADMIN, REDIS
+from tests.settings import PG_ADMIN, REDIS, reset_redis
 
 TABLES = ", ".join(table.name for table in Base.metadata.sorted_tables)  # every table, always
 
@@ -58,7 +58,7 @@ async def _reset_postgres(url: str) -> None:
         await conn.close()
     client = aioredis.from_url(REDIS)
     try:
-        await client.flushdb()
+        await reset_redis(client)
     finally:
         await client.aclose()
 

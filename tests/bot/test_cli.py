@@ -237,3 +237,16 @@ def test_export_from_the_command_line(env: dict[str, str], tmp_path: Path) -> No
     assert unknown.returncode == 2 and "no flow 'nope'" in unknown.stderr
     bad_date = run(["export", "--flow", "priorities", "--format", "csv", "--since", "ayer"], env)
     assert bad_date.returncode == 2 and "not a date" in bad_date.stderr
+
+
+def test_contacts_show_and_forget(env: dict[str, str], tmp_path: Path) -> None:
+    run(["chat", "--lang", "es", "--as", "+5217744444444"], env, stdin="1\n2\n")
+    shown = run(["contacts", "show", "+5217744444444"], env)
+    assert shown.returncode == 0 and '"age_group": "18_29"' in shown.stdout
+    dry = run(["contacts", "forget", "+5217744444444"], env)
+    assert dry.returncode == 1 and "add --yes" in dry.stdout
+    done = run(["contacts", "forget", "+5217744444444", "--yes"], env)
+    assert done.returncode == 0 and "answers stay, anonymous" in done.stdout
+    assert "+5217744444444" not in done.stderr  # the log names the pseudonym only
+    gone = run(["contacts", "show", "+5217744444444"], env)
+    assert gone.returncode == 1 and "nothing is held" in gone.stderr

@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.runtime import Runtime
 from flows.i18n import t
 from storage.models import MessageLog
+from tests.settings import reset_redis
 
 FIXTURES = str(Path(__file__).parent.parent / "fixtures" / "flows")
 CHANNEL = "test"
@@ -135,7 +136,7 @@ async def test_killing_the_process_mid_survey_loses_nothing(test_settings: Setti
     await first.inbox.handle(msg("1 2"))
     await first.store.close()  # no goodbye: the process state is simply gone
     if test_settings.redis_url:
-        await first.states.redis.flushdb()  # type: ignore[attr-defined]
+        await reset_redis(first.states.redis)  # type: ignore[attr-defined]
     second = await open_runtime(test_settings)
     try:
         await second.inbox.handle(msg("oui"))

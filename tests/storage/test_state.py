@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from storage.state import MemoryStateStore, RedisStateStore, StateStore
-from tests.settings import REDIS
+from tests.settings import REDIS, reset_redis
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -18,7 +18,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
         yield MemoryStateStore()
         return
     client = aioredis.from_url(REDIS, decode_responses=True)
-    await client.flushdb()
+    await reset_redis(client)
     state = RedisStateStore(client)
     try:
         yield state

@@ -1,0 +1,72 @@
+"""Residents' data rights: everything held is shown; forgetting leaves nothing that points back."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from adapters.message import Inbound
+from bot.runtime import Runtime
+from storage.models import Contact, MessageLog, Submission
+from storage.repository import DataRights
+
+PHONE = "+5217733333333"
+
+
+async def answered(rt: Runtime) -> None:
+    await rt.inbox.handle(
+        Inbound("whatsapp", PHONE, start="priorities", language="es", name="Rosa Pérez")
+    )
+    for text in ("1", "2", "1", "Santa Julia"):
+        await rt.inbox.handle(Inbound("whatsapp", PHONE, text=text))
+    await rt.inbox.handle(Inbound("sms", PHONE, text="hola"))
+
+
+async def test_show_everything_held(runtime: Runtime) -> None:
+    await answered(runtime)
+    rights = DataRights(runtime.store)
+    whatsapp, sms = await rights.contacts(PHONE)
+    held = await rights.describe(whatsapp)
+    assert held["address"] == PHONE and held["name"] == "Rosa Pérez"
+    assert held["profile"] == {
+        "age_group": "18_29",
+        "gender": "woman",
+        "neighbourhood": "Santa Julia",
+    }
+    assert held["consents"][0]["given"] is True and held["consents"][0]["notice_version"]
+    assert held["submissions"][0]["answers"]["neighbourhood"] == "Santa Julia"
+    assert held["messages"] == {"in": 5, "out": 5}
+    assert (await rights.describe(sms))["channel"] == "sms"
+
+
+async def test_forget_keeps_only_anonymous_answers(runtime: Runtime) -> None:
+    await answered(runtime)
+    rights = DataRights(runtime.store)
+    [contact] = await rights.contacts(PHONE, "whatsapp")
+    pseudonym = contact.pid
+    await rights.forget(contact, answers=False)
+    async with runtime.store.engine.connect() as conn:
+        row = (await conn.execute(select(Contact).where(Contact.id == contact.id))).one()
+        assert PHONE not in row.address and row.name is None and row.profile == {}
+        assert row.pid != pseudonym  # the keyed hash of the phone would point back
+        logged = (
+            await conn.execute(select(MessageLog.id).where(MessageLog.contact_id == contact.id))
+        ).all()
+        assert logged == []
+    [submission] = await runtime.store.submissions(contact.id)
+    assert submission["answers"]["age_group"] == "18_29"  # the answer stays, anonymous
+    assert await rights.contacts(PHONE, "whatsapp") == []
+    # Writing again from the same phone is a new, unrelated contact.
+    await runtime.inbox.handle(Inbound("whatsapp", PHONE, text="hola"))
+    [fresh] = await rights.contacts(PHONE, "whatsapp")
+    assert fresh.id != contact.id and fresh.profile == {}
+
+
+async def test_forget_with_answers_removes_everything(runtime: Runtime) -> None:
+    await answered(runtime)
+    rights = DataRights(runtime.store)
+    for contact in await rights.contacts(PHONE):
+        await rights.forget(contact, answers=True)
+    async with runtime.store.engine.connect() as conn:
+        assert (await conn.execute(select(Contact.id))).all() == []
+        assert (await conn.execute(select(Submission.id))).all() == []
+        assert (await conn.execute(select(MessageLog.id))).all() == []
