@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument("--answers", action="store_true", help="remove their answers too")
     forget.add_argument("--yes", action="store_true", help="do it (without: only say what)")
 
+    staff = commands.add_parser("staff", help="the planning team's accounts (bearer tokens)")
+    staff_commands = staff.add_subparsers(dest="staff_command", required=True, metavar="ACTION")
+    staff_add = staff_commands.add_parser("add", help="a new account; prints its token once")
+    staff_add.add_argument("name")
+    staff_add.add_argument("--role", required=True, choices=("admin", "analyst"))
+    staff_revoke = staff_commands.add_parser("revoke", help="revoke an account's token")
+    staff_revoke.add_argument("name")
+    staff_commands.add_parser("list", help="the accounts")
+
     db = commands.add_parser("db", help="the database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply migrations")
@@ -126,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "telegram": _telegram,
         "export": _export,
         "contacts": _contacts,
+        "staff": _staff,
     }[args.command]
     try:
         return asyncio.run(runner(settings, args))
@@ -366,6 +376,37 @@ async def _contacts(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         await runtime.close()
+
+
+async def _staff(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from storage.repository import Staff
+
+    runtime = await _runtime(settings)
+    if runtime is None:
+        return 1
+    staff = Staff(runtime.store)
+    try:
+        if args.staff_command == "add":
+            try:
+                token = await staff.add(args.name, args.role)
+            except IntegrityError:
+                print(f"consulta: there is already an account named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"{args.name} ({args.role}). Their token, shown this once:\n{token}")
+        elif args.staff_command == "revoke":
+            if not await staff.revoke(args.name):
+                print(f"consulta: no active account named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"{args.name}'s token no longer works")
+        else:
+            for name, role, created, revoked in await staff.all():
+                state = f"revoked {revoked:%Y-%m-%d}" if revoked else "active"
+                print(f"{name}\t{role}\t{created:%Y-%m-%d}\t{state}")
+    finally:
+        await runtime.close()
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

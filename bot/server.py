@@ -65,6 +65,9 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/simulator/api/messages", simulator_messages)
     for channel in runtime.channels:
         app.router.add_routes(channel.routes(runtime))
+    from bot.api import add_api
+
+    add_api(app, runtime)
     return app
 
 

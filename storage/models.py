@@ -32,6 +32,7 @@ __all__ = [
     "Group",
     "MessageLog",
     "Poll",
+    "StaffMember",
     "Submission",
     "utcnow",
 ]
@@ -197,3 +198,16 @@ class Poll(Base):
     choices: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"keys": [...]} in order
     multiple: Mapped[bool] = mapped_column(Boolean, default=False)
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StaffMember(Base):
+    """A member of the planning team with a bearer token (stored hashed, shown once)."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # admin | analyst
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

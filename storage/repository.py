@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +21,17 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from storage.models import Answer, Consent, Contact, Group, MessageLog, Poll, Submission, utcnow
+from storage.models import (
+    Answer,
+    Consent,
+    Contact,
+    Group,
+    MessageLog,
+    Poll,
+    StaffMember,
+    Submission,
+    utcnow,
+)
 
 __all__ = [
     "ContactInfo",
@@ -29,8 +41,10 @@ __all__ = [
     "Groups",
     "OutboundRow",
     "PollInfo",
+    "Staff",
     "Store",
     "stream_submissions",
+    "summary",
 ]
 
 
@@ -754,6 +768,8 @@ async def stream_submissions(
     status: str = "complete",
     channels_excluded: Sequence[str] = (),
     batch: int = 1000,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> AsyncIterator[ExportRow]:
     """Submissions of a flow with their answers, oldest first, `batch` at a time."""
     query = (
@@ -784,6 +800,8 @@ async def stream_submissions(
         query = query.where(Submission.territory == territory)
     if channels_excluded:
         query = query.where(Submission.channel.not_in(list(channels_excluded)))
+    if offset or limit is not None:
+        query = query.offset(offset).limit(limit)
     async with store.engine.connect() as conn:
         result = await conn.stream(query.execution_options(yield_per=batch))
         async for rows in result.partitions(batch):
@@ -876,3 +894,136 @@ class DataRights:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
+
+
+SUPPRESS_BELOW = 5  # a breakdown cell under this many residents shows as "<5"
+BREAKDOWN_QUESTIONS = ("gender", "age_group", "sector")
+
+
+def _suppressed(counts: Mapping[Any, int]) -> dict[str, int | str]:
+    return {str(k): (n if n >= SUPPRESS_BELOW else f"<{SUPPRESS_BELOW}") for k, n in counts.items()}
+
+
+class Staff:
+    """The planning team's accounts: bearer tokens, stored as hashes, shown once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @staticmethod
+    def _hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    async def add(self, name: str, role: str) -> str:
+        """A new account; returns its token (never stored, never shown again)."""
+        token = secrets.token_urlsafe(32)
+        async with self.store.engine.begin() as conn:
+            await conn.execute(
+                insert(StaffMember).values(
+                    name=name,
+                    role=role,
+                    token_hash=self._hash(token),
+                    created_at=utcnow(),
+                    revoked_at=None,
+                )
+            )
+        return token
+
+    async def authenticate(self, token: str) -> tuple[str, str] | None:
+        """(name, role) of a valid, unrevoked token."""
+        if not token:
+            return None
+        async with self.store.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(StaffMember.name, StaffMember.role).where(
+                        StaffMember.token_hash == self._hash(token),
+                        StaffMember.revoked_at.is_(None),
+                    )
+                )
+            ).one_or_none()
+        return (row[0], row[1]) if row else None
+
+    async def revoke(self, name: str) -> bool:
+        async with self.store.engine.begin() as conn:
+            result = await conn.execute(
+                update(StaffMember)
+                .where(StaffMember.name == name, StaffMember.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    async def all(self) -> list[tuple[str, str, datetime, datetime | None]]:
+        async with self.store.engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    StaffMember.name,
+                    StaffMember.role,
+                    StaffMember.created_at,
+                    StaffMember.revoked_at,
+                ).order_by(StaffMember.name)
+            )
+            return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+async def summary(
+    store: Store,
+    flow_id: str,
+    choice_questions: Sequence[str],
+    channels_excluded: Sequence[str] = ("simulator",),
+) -> dict[str, Any]:
+    """Participation figures for a dashboard: totals, breakdowns and answer distributions,
+    with every breakdown cell under SUPPRESS_BELOW residents shown as "<5"."""
+    where = [Submission.flow_id == flow_id, Submission.channel.not_in(list(channels_excluded))]
+    async with store.engine.connect() as conn:
+        totals = dict(
+            (
+                await conn.execute(
+                    select(Submission.status, func.count())
+                    .where(*where)
+                    .group_by(Submission.status)
+                )
+            ).all()
+        )
+        breakdowns: dict[str, dict[str, int | str]] = {}
+        for name, column in (
+            ("channel", Submission.channel),
+            ("language", Submission.language),
+            ("territory", Submission.territory),
+        ):
+            counts = (
+                await conn.execute(
+                    select(column, func.count(func.distinct(Submission.contact_id)))
+                    .where(*where)
+                    .group_by(column)
+                )
+            ).all()
+            breakdowns[name] = _suppressed({k or "unknown": n for k, n in counts})
+        distributions: dict[str, Counter[str]] = {}
+        profile: dict[str, Counter[str]] = {q: Counter() for q in BREAKDOWN_QUESTIONS}
+        wanted = {*choice_questions, *BREAKDOWN_QUESTIONS}
+        answers = await conn.stream(
+            select(Answer.question, Answer.value)
+            .join(Submission, Submission.id == Answer.submission_id)
+            .where(*where, Answer.question.in_(list(wanted)))
+        )
+        async for question, value in answers:
+            values = value if isinstance(value, list) else [value]
+            target = distributions.setdefault(question, Counter())
+            for v in values:
+                if v is not None:
+                    target[str(v)] += 1
+                    if question in profile:
+                        profile[question][str(v)] += 1
+    started = sum(totals.values())
+    completed = totals.get("complete", 0)
+    for question in BREAKDOWN_QUESTIONS:
+        breakdowns[question] = _suppressed(profile[question])
+    return {
+        "flow": flow_id,
+        "started": started,
+        "completed": completed,
+        "completion_rate": round(completed / started, 3) if started else None,
+        "breakdowns": breakdowns,
+        "answers": {q: _suppressed(distributions.get(q, Counter())) for q in choice_questions},
+    }
