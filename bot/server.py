@@ -60,6 +60,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/simulator", simulator_page)
+    app.router.add_get("/dashboard", dashboard_page)
     app.router.add_get("/simulator/api/flows", simulator_flows)
     app.router.add_post("/simulator/api/send", simulator_send)
     app.router.add_get("/simulator/api/messages", simulator_messages)
@@ -92,8 +93,13 @@ async def metrics(request: web.Request) -> web.Response:
 # --- simulator -----------------------------------------------------------------------------
 
 
-async def simulator_page(request: web.Request) -> web.Response:
+async def simulator_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(PAGES / "simulator.html")
+
+
+async def dashboard_page(request: web.Request) -> web.FileResponse:
+    """The page is public; every figure on it comes from /api/v1 with the staff token."""
+    return web.FileResponse(PAGES / "dashboard.html")
 
 
 async def simulator_flows(request: web.Request) -> web.Response:

@@ -4,23 +4,17 @@ buttons, type answers, share a location, and finish the priorities survey."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from bot.config import Settings
 from bot.runtime import Runtime
-from bot.server import build_app
+from tests.bot.browser import ARTIFACTS, chromium, served, sqlite_settings
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CLOSING = {
     "es": "¡Gracias! Tu opinión llega al equipo",
     "en": "Thank you! Your views go to the team",
@@ -33,47 +27,10 @@ TYPED = {
 }
 
 
-def _browser(profile: Path) -> webdriver.Chrome:
-    for tool in ("chromium", "chromedriver"):
-        assert shutil.which(tool), f"{tool} is missing: `make test` installs Debian's packages"
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or ""
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=480,900",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
-
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Runtime]]:
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sim.db'}",
-        secret_key="browser-test",
-        media_dir=str(tmp_path / "media"),
-    )
-    runtime = await Runtime.create(settings)
-    runner = web.AppRunner(build_app(runtime))
-    await runner.setup()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", runtime
-    finally:
-        await runner.cleanup()
-        await runtime.close()
+async def served_app(tmp_path: Path) -> AsyncIterator[tuple[str, Runtime]]:
+    async with served(sqlite_settings(tmp_path)) as app:
+        yield app
 
 
 def _bot_messages(driver: webdriver.Chrome) -> list[str]:
@@ -112,11 +69,11 @@ def _complete_survey(driver: webdriver.Chrome, url: str, lang: str, shot: Path) 
 
 @pytest.mark.parametrize("lang", ["es", "en", "fr"])
 async def test_staff_complete_the_priorities_survey_in_the_simulator(
-    served: tuple[str, Runtime], tmp_path: Path, lang: str
+    served_app: tuple[str, Runtime], tmp_path: Path, lang: str
 ) -> None:
-    url, runtime = served
+    url, runtime = served_app
     ARTIFACTS.mkdir(exist_ok=True)
-    driver = await asyncio.to_thread(_browser, tmp_path / "chromium")
+    driver = await asyncio.to_thread(chromium, tmp_path / "chromium")
     try:
         messages = await asyncio.to_thread(
             _complete_survey, driver, url, lang, ARTIFACTS / f"simulator-{lang}.png"
