@@ -15,27 +15,32 @@ from flows.engine import (
     Conversation,
     Effect,
     Engine,
+    ForgetMe,
     Location,
     Media,
     Message,
     OptOut,
+    Outcome,
     Prompt,
     RecordConsent,
     Resident,
     SaveAnswer,
     SetLanguage,
     SetProfile,
+    ShowMyData,
     StartSubmission,
 )
 from flows.i18n import t
 from storage.media import MediaStore
 from storage.models import utcnow
-from storage.repository import Changes, ContactInfo, Store
+from storage.repository import Changes, ContactInfo, DataRights, Store
 from storage.state import StateStore
 
 __all__ = ["Inbox", "Received"]
 
 log = logging.getLogger(__name__)
+
+LANGUAGE_NAMES = {"es": "Español", "en": "English", "fr": "Français"}
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,10 @@ class Inbox:
             await self.outbox.enqueue(ids)
             return
         after = outcome.conversation
+        replies = list(outcome.replies)
+        if any(isinstance(e, ShowMyData) for e in outcome.effects):
+            replies.insert(0, Prompt(await self._my_data(contact, outcome)))
+        forget = next((e for e in outcome.effects if isinstance(e, ForgetMe)), None)
         async with self.store.changes(contact) as tx:
             for effect in outcome.effects:
                 await apply_effect(tx, effect)
@@ -220,9 +229,34 @@ class Inbox:
                 (e.language for e in reversed(outcome.effects) if isinstance(e, SetLanguage)),
                 contact.language,
             )
-            ids = [await self._queue(tx, contact, p, language) for p in outcome.replies]
+            ids = [await self._queue(tx, contact, p, language) for p in replies]
         await self.states.set(contact_id, after.to_dict() if after.active else None)
+        if forget is not None:
+            # The confirmation must reach them before their address is gone.
+            for message_id_out in ids:
+                await self.outbox.deliver(message_id_out)
+            await DataRights(self.store).forget(contact, answers=forget.answers)
+            await self.states.set(contact_id, None)
+            log.info("contact %s forgotten at their request", contact.pid)
+            return
         await self.outbox.enqueue(ids)
+
+    async def _my_data(self, contact: ContactInfo, outcome: Outcome) -> str:
+        held = await DataRights(self.store).describe(contact)
+        language = next(
+            (e.language for e in reversed(outcome.effects) if isinstance(e, SetLanguage)),
+            contact.language or self.engine.default_language,
+        )
+        profile = ", ".join(f"{k}: {v}" for k, v in held["profile"].items()) or "—"
+        return t(
+            language,
+            "my-data",
+            name=held["name"] or "—",
+            language=LANGUAGE_NAMES.get(held["language"] or "", "—"),
+            profile=profile,
+            submissions=len(held["submissions"]),
+            answers=sum(len(s["answers"]) for s in held["submissions"]),
+        )
 
     @staticmethod
     async def _queue(

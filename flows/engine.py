@@ -37,6 +37,7 @@ __all__ = [
     "SaveAnswer",
     "SetLanguage",
     "SetProfile",
+    "ShowMyData",
     "StartSubmission",
 ]
 
@@ -175,9 +176,21 @@ class OptOut:
     pass
 
 
+@dataclass(frozen=True)
+class ShowMyData:
+    """Tell the resident all that is held about them (the engine cannot see the store)."""
+
+
+@dataclass(frozen=True)
+class ForgetMe:
+    """Forget the resident, once their confirmation has been answered; `answers` too?"""
+
+    answers: bool
+
+
 Effect = (
     StartSubmission | SaveAnswer | CompleteSubmission | SetProfile | SetLanguage | RecordConsent
-) | OptOut
+) | (OptOut | ShowMyData | ForgetMe)
 
 
 @dataclass
@@ -199,6 +212,30 @@ COMMANDS: dict[str, frozenset[str]] = {
         {"stop", "alto", "parar", "baja", "detener", "arret", "arreter", "unsubscribe"}
     ),
     "language": frozenset({"language", "idioma", "langue", "lang", "lengua"}),
+    # Residents' data rights (ARCO): see what is held, and have it forgotten.
+    "mydata": frozenset(
+        {
+            "mis datos",
+            "my data",
+            "mes donnees",
+            "mis datos personales",
+            "my personal data",
+            "mes donnees personnelles",
+        }
+    ),
+    "forget": frozenset(
+        {
+            "borrar mis datos",
+            "borra mis datos",
+            "eliminar mis datos",
+            "olvidame",
+            "delete my data",
+            "forget me",
+            "supprimer mes donnees",
+            "oubliez moi",
+            "effacer mes donnees",
+        }
+    ),
 }
 YES = frozenset(
     {
@@ -366,6 +403,9 @@ class Engine:
         if conv.pending == "language":
             self._answer_language_menu(turn, msg)
             return
+        if conv.pending == "forget":
+            self._answer_forget(turn, msg)
+            return
         if msg.start is not None:
             flow, territory = self.flow_for_start(msg.start)
             if not self._ensure_language(turn, msg, start=msg.start):
@@ -454,6 +494,36 @@ class Engine:
         turn.reply(t(turn.lang, "stopped"))
         turn.effects.append(OptOut())
         turn.conv = Conversation()
+
+    def _command_mydata(self, turn: _Turn) -> None:
+        turn.lang = turn.lang or self.default_language
+        turn.effects.append(ShowMyData())
+        self._reprompt_current(turn)
+
+    def _command_forget(self, turn: _Turn) -> None:
+        turn.lang = turn.lang or self.default_language
+        turn.conv.pending = "forget"
+        turn.reply(
+            t(turn.lang, "forget-confirm"),
+            options=(
+                Option("forget:keep", t(turn.lang, "forget-keep-answers")),
+                Option("forget:all", t(turn.lang, "forget-everything")),
+                Option("forget:cancel", t(turn.lang, "forget-cancel")),
+            ),
+        )
+
+    def _answer_forget(self, turn: _Turn, msg: Message) -> None:
+        turn.lang = turn.lang or self.default_language
+        norm = normalise(msg.text)
+        choice = (msg.payload or "").removeprefix("forget:") or {"1": "keep", "2": "all"}.get(norm)
+        turn.conv.pending = None
+        if choice in ("keep", "all"):
+            turn.effects.append(ForgetMe(answers=choice == "all"))
+            turn.reply(t(turn.lang, "forget-done-all" if choice == "all" else "forget-done"))
+            turn.conv = Conversation()
+            return
+        turn.reply(t(turn.lang, "forget-cancelled"))  # anything else keeps everything as it was
+        self._reprompt_current(turn)
 
     def _command_language(self, turn: _Turn) -> None:
         turn.conv.pending = "language"

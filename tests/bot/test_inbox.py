@@ -248,3 +248,29 @@ async def test_a_bug_in_the_engine_does_not_wedge_the_inbox(
     monkeypatch.undo()
     await rt.inbox.handle(msg("1"))  # the resident carries on where they were
     assert (await replies(rt))[-1].startswith("Gustos")
+
+
+async def test_a_resident_sees_what_is_held_about_them(rt: Runtime) -> None:
+    await rt.inbox.handle(msg(start="kinds", language="es", name="Rosa"))
+    await rt.inbox.handle(msg("2"))
+    await rt.inbox.handle(msg("mis datos"))
+    summary, question = (await replies(rt))[-2:]
+    assert "Nombre: Rosa" in summary and "age_group: older" in summary
+    assert "Participaciones: 1 (1 respuestas)" in summary and question.startswith("Gustos")
+
+
+@pytest.mark.parametrize(("answer", "kept"), [("1", True), ("2", False)])
+async def test_a_resident_who_asks_to_be_forgotten_is(rt: Runtime, answer: str, kept: bool) -> None:
+    recorder = rt.outbox.senders[CHANNEL]
+    assert isinstance(recorder, Recorder)
+    await rt.inbox.handle(msg(start="kinds", language="es", name="Rosa"))
+    received = await rt.inbox.handle(msg("1"))
+    await rt.inbox.handle(msg("borrar mis datos"))
+    await rt.inbox.handle(msg(answer))
+    # The confirmation was sent before the address was forgotten...
+    assert recorder.sent[-1].text == t("es", "forget-done" if kept else "forget-done-all")
+    # ...and nothing points back to the resident any more.
+    assert await rt.store.find_contact(CHANNEL, "+5213312345678") is None
+    subs = await rt.store.submissions()
+    assert ([s["answers"] for s in subs] == [{"age": "young"}]) is kept
+    assert await rt.states.get(received.contact_id) is None  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from flows.engine import (
     CompleteSubmission,
     Conversation,
     Engine,
+    ForgetMe,
     Location,
     Media,
     Message,
@@ -23,6 +24,7 @@ from flows.engine import (
     SaveAnswer,
     SetLanguage,
     SetProfile,
+    ShowMyData,
     StartSubmission,
 )
 from flows.i18n import t
@@ -394,3 +396,28 @@ def test_conversation_round_trips_as_small_json() -> None:
     data = chat.conv.to_dict()
     assert Conversation.from_dict(data) == chat.conv
     assert len(str(data)) < 300
+
+
+def test_a_resident_asks_what_is_held_about_them() -> None:
+    chat = started(Chat())
+    reply = chat.send("mis datos")
+    assert ShowMyData() in chat.effects and "Edad" in reply  # then the question again
+
+
+@pytest.mark.parametrize(("answer", "everything"), [("1", False), ("2", True)])
+def test_forgetting_asks_for_confirmation_first(answer: str, everything: bool) -> None:
+    chat = started(Chat(language="en"))
+    assert chat.send("delete my data") == t("en", "forget-confirm")
+    assert [o.payload for o in chat.last[0].options] == [
+        "forget:keep", "forget:all", "forget:cancel"]  # fmt: skip
+    assert not any(isinstance(e, ForgetMe) for e in chat.effects)
+    chat.send(answer)
+    assert ForgetMe(answers=everything) in chat.effects and not chat.conv.active
+
+
+def test_anything_but_yes_keeps_everything() -> None:
+    chat = started(Chat(language="fr"))
+    chat.send("supprimer mes données")
+    reply = chat.send("non")
+    assert reply.startswith(t("fr", "forget-cancelled")) and "Âge" in reply
+    assert not any(isinstance(e, ForgetMe) for e in chat.effects)
