@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -51,7 +51,13 @@ class Inbound:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, (), {}, [])}
+        # By hand rather than dataclasses.asdict, which deep-copies: this runs for every message.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if self.place:
+            data["place"] = vars(self.place).copy()
+        data["attachments"] = [vars(a).copy() for a in self.attachments]
+        data["extra"] = dict(self.extra)
+        return {k: v for k, v in data.items() if v not in (None, (), {}, [])}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Inbound:
@@ -85,7 +91,9 @@ class Outbound:
     )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, (), [])}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["buttons"] = [vars(b).copy() for b in self.buttons]
+        return {k: v for k, v in data.items() if v not in (None, (), [])}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outbound:

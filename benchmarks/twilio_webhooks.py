@@ -4,7 +4,9 @@ checks the signature — measured in the same run, so the ratio holds on a noisy
 
     python -m benchmarks.twilio_webhooks [--residents 400] [--seconds 15] [--rate 500]
 
-Prints messages/s and p50/p99 latency from the webhook's arrival to its reply being queued.
+Prints messages/s answered (webhooks acknowledged), handled/s (replies queued, first webhook to
+last reply), p50/p99 latency from the webhook's arrival to its reply being queued, and the
+CPU use of the server, PostgreSQL and Redis (100% = one core).
 Everything runs on 127.0.0.1; every loop is bounded in count and time.
 """
 
@@ -63,16 +65,28 @@ async def serve_consulta(port: int) -> None:
     runtime = await Runtime.create(settings, migrate=False)
     stamps = aioredis.from_url(REDIS_URL)
     handle = runtime.inbox._handle
+    done: dict[str, float] = {}  # noted here, sent to Redis in bulk: measuring costs little
 
-    async def timed(contact_id: int, message_id: int, inbound: Any) -> None:
-        await handle(contact_id, message_id, inbound)
-        await stamps.hset(DONE, inbound.provider_id, time.time())
+    async def timed(held: Any, view: Any, message_id: int, inbound: Any) -> bool:
+        more = await handle(held, view, message_id, inbound)
+        done[inbound.provider_id] = time.time()
+        return more
 
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            if done:
+                batch = dict(done)
+                done.clear()
+                await stamps.hset(DONE, mapping=batch)
+
+    reporting = asyncio.create_task(report())
     runtime.inbox._handle = timed  # type: ignore[method-assign]
     runner = web.AppRunner(build_app(runtime), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     await asyncio.Event().wait()  # until the benchmark terminates this process
+    reporting.cancel()
 
 
 async def serve_bare(port: int) -> None:
@@ -201,7 +215,8 @@ async def seed(url: str, residents: int) -> None:
     await asyncio.sleep(1)
 
 
-async def queued_latencies(load: Load, wait: float = 30) -> list[float]:
+async def queued_latencies(load: Load, wait: float = 60) -> tuple[list[float], float]:
+    """Webhook → reply queued, per message; and replies queued per second, start to last."""
     client = aioredis.from_url(REDIS_URL)
     try:
         deadline = time.monotonic() + wait
@@ -213,7 +228,51 @@ async def queued_latencies(load: Load, wait: float = 30) -> list[float]:
         await client.delete(DONE)
     finally:
         await client.aclose()
-    return [done[sid] - at for sid, at in load.sent.items() if sid in done]
+    latencies = [done[sid] - at for sid, at in load.sent.items() if sid in done]
+    finished = [done[sid] for sid in load.sent if sid in done]
+    span = max(finished, default=0) - min(load.sent.values(), default=0)
+    return latencies, len(finished) / span if span > 0 else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu() -> dict[str, float]:
+    """CPU seconds used so far by this machine's PostgreSQL and Redis processes."""
+    used = {"postgres": 0.0, "redis-server": 0.0}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                name = comm.read().strip()
+        except OSError:
+            continue
+        if name in used:
+            used[name] += cpu_seconds(int(pid))
+    return used
+
+
+class Meter:
+    """CPU use of the server, PostgreSQL and Redis over one phase (100% = one core)."""
+
+    def __init__(self, server: int) -> None:
+        self.server = server
+        self.started = time.monotonic()
+        self.before = {"server": cpu_seconds(server), **service_cpu()}
+
+    def read(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self.started
+        after = {"server": cpu_seconds(self.server), **service_cpu()}
+        return {
+            f"{name} cpu %": 100 * max(0.0, after[name] - self.before[name]) / elapsed
+            for name in after
+        }
 
 
 def pct(values: list[float], p: float) -> float:
@@ -291,10 +350,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.aclose()
 
         load = Load(url)
+        meter = Meter(server.pid)
         rate = await full_speed(load, args.residents, args.seconds, args.limit)
-        queued = await queued_latencies(load)
+        queued, handled = await queued_latencies(load)
         results["consulta full speed"] = {
             "msg/s": rate,
+            "handled/s": handled,
+            **meter.read(),
             "p50 ms": pct(queued, 50),
             "p99 ms": pct(queued, 99),
             "http p99 ms": pct(load.answered, 99),
@@ -303,10 +365,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
 
         load = Load(url)
+        meter = Meter(server.pid)
         achieved = await fixed_rate(load, args.residents, args.seconds, args.rate)
-        queued = await queued_latencies(load)
+        queued, handled = await queued_latencies(load)
         results[f"consulta at {args.rate:g}/s"] = {
             "msg/s": achieved,
+            "handled/s": handled,
+            **meter.read(),
             "p50 ms": pct(queued, 50),
             "p99 ms": pct(queued, 99),
             "http p99 ms": pct(load.answered, 99),
@@ -329,7 +394,10 @@ def main() -> None:
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_consulta:
-        asyncio.run(serve_consulta(args.serve_consulta))
+        from bot.cli import serving_loop
+
+        with serving_loop() as loop:  # as `consulta serve` runs
+            loop.run(serve_consulta(args.serve_consulta))
         return
     if args.serve_bare:
         asyncio.run(serve_bare(args.serve_bare))

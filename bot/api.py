@@ -1,8 +1,9 @@
 """The staff API (`/api/v1`), behind bearer tokens: flows, submissions, summaries, exports,
-and — for admins — residents' data-rights requests."""
+and — for admins — residents' data-rights requests and exports with their contact details."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from datetime import UTC, datetime
 from typing import Any
@@ -11,10 +12,13 @@ from aiohttp import web
 
 from bot.export import FORMATS, PREVIEW_CHANNELS, Export, write_export
 from bot.runtime import Runtime
+from flows.i18n import LANGUAGES, t
 from flows.model import Flow, Kind
 from storage.repository import DataRights, Staff, stream_submissions, summary
 
 __all__ = ["STAFF", "add_api", "authorised"]
+
+log = logging.getLogger(__name__)
 
 STAFF = web.AppKey("staff", Staff)
 MAX_PAGE = 500
@@ -72,21 +76,40 @@ def _date(request: web.Request, name: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _export(request: web.Request, flow: Flow) -> Export:
+def _lang(request: web.Request) -> str:
+    lang = request.query.get("lang", _runtime(request).settings.default_language)
+    if lang not in LANGUAGES:
+        raise _error(web.HTTPBadRequest, "lang must be es, en or fr")
+    return lang
+
+
+async def _reader(request: web.Request) -> str | None:
+    """Authorise a request for submissions. With `contacts=1` it needs an admin token (403
+    otherwise) and the admin's name is returned; without, any staff token will do."""
+    if request.query.get("contacts") != "1":
+        await authorised(request)
+        return None
+    name, _ = await authorised(request, "admin")
+    return name
+
+
+def _log_contact_details(what: str, flow: Flow, admin: str) -> None:
+    log.warning("%s of flow %s WITH CONTACT DETAILS by %s (staff API)", what, flow.id, admin)
+
+
+def _export(request: web.Request, flow: Flow, *, contacts: bool = False) -> Export:
     status = request.query.get("status", "complete")
     if status not in ("complete", "partial", "all"):
         raise _error(web.HTTPBadRequest, "status must be complete, partial or all")
-    lang = request.query.get("lang", _runtime(request).settings.default_language)
-    if lang not in ("es", "en", "fr"):
-        raise _error(web.HTTPBadRequest, "lang must be es, en or fr")
     return Export(
         flow,
-        language=lang,
+        language=_lang(request),
         codes=request.query.get("codes") == "1",
         since=_date(request, "since"),
         until=_date(request, "until"),
         territory=request.query.get("territory") or None,
         status=status,
+        contacts=contacts,
     )
 
 
@@ -111,22 +134,45 @@ def choice_questions(flow: Flow) -> list[str]:
     return [s.question_key for s in flow.states.values() if s.kind in kinds]
 
 
+def choice_labels(flow: Flow, lang: str) -> dict[str, dict[str, str]]:
+    """Each choice question's answer keys, as stored and counted, with their labels in `lang`."""
+    labels: dict[str, dict[str, str]] = {}
+    for state in flow.states.values():
+        if state.kind in (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE):
+            named = {c.key: c.label.get_text(lang) for c in state.choices}
+        elif state.kind in (Kind.YES_NO, Kind.CONSENT):
+            named = {"True": t(lang, "yes"), "False": t(lang, "no")}  # summary() counts str(v)
+        else:
+            continue
+        labels.setdefault(state.question_key, {}).update(named)
+    return labels
+
+
 async def flow_summary(request: web.Request) -> web.Response:
     await authorised(request)
     flow = _flow(request)
+    lang = _lang(request)
     figures = await summary(_runtime(request).store, flow.id, choice_questions(flow))
+    # Labels next to the counts, not instead of them: the keys stay stable for scripts, and the
+    # counts (with their "<5") are left exactly as summary() suppressed them.
+    named = choice_labels(flow, lang)
+    shown = [*figures["answers"], *figures["breakdowns"]]
+    figures["language"] = lang
+    figures["labels"] = {q: named[q] for q in shown if q in named}
     return web.json_response(figures)
 
 
 async def submissions(request: web.Request) -> web.Response:
-    await authorised(request)
+    admin = await _reader(request)
     flow = _flow(request)
-    export = _export(request, flow)
+    export = _export(request, flow, contacts=admin is not None)
     try:
         limit = min(int(request.query.get("limit", "100")), MAX_PAGE)
         offset = max(int(request.query.get("offset", "0")), 0)
     except ValueError:
         raise _error(web.HTTPBadRequest, "limit and offset must be whole numbers") from None
+    if admin is not None:
+        _log_contact_details("submissions page", flow, admin)
     page: list[dict[str, Any]] = []
     async for row in stream_submissions(
         _runtime(request).store,
@@ -136,13 +182,16 @@ async def submissions(request: web.Request) -> web.Response:
         territory=export.territory,
         status=export.status,
         channels_excluded=PREVIEW_CHANNELS,
+        contacts=export.contacts,
         offset=offset,
         limit=limit,
     ):
+        details = {"address": row.address, "name": row.name} if export.contacts else {}
         page.append(
             {
                 "submission": row.id,
                 "contact": row.contact,
+                **details,
                 "status": row.status,
                 "channel": row.channel,
                 "language": row.language,
@@ -157,12 +206,14 @@ async def submissions(request: web.Request) -> web.Response:
 
 
 async def export_file(request: web.Request) -> web.StreamResponse:
-    await authorised(request)
+    admin = await _reader(request)
     flow = _flow(request)
     fmt = request.match_info["format"]
     if fmt not in FORMATS:
         raise _error(web.HTTPNotFound, "format must be csv, xlsx, jsonl or geojson")
-    export = _export(request, flow)
+    export = _export(request, flow, contacts=admin is not None)
+    if admin is not None:
+        _log_contact_details(f"{fmt} export", flow, admin)
     response = web.StreamResponse(
         headers={
             "Content-Type": CONTENT_TYPES[fmt],

@@ -1,5 +1,6 @@
 """Exports for the planning team: CSV that Excel opens with its accents, XLSX, JSON lines and
-GeoJSON — streamed, pseudonymous, and with no cell that a spreadsheet would run as a formula."""
+GeoJSON — streamed, pseudonymous unless an admin asks for contact details, and with no cell
+that a spreadsheet would run as a formula."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from datetime import datetime
 from functools import cached_property
 from typing import IO, Any
 
+from tqdm import tqdm
+
 from flows.i18n import LANGUAGES, t
 from flows.model import Flow, Kind, State
-from storage.repository import ExportRow, Store, stream_submissions
+from storage.repository import ExportRow, Store, count_submissions, stream_submissions
 
-__all__ = ["FORMATS", "Export", "neutralise", "write_export"]
+__all__ = ["FORMATS", "Export", "Progress", "neutralise", "write_export"]
 
 FORMATS = ("csv", "xlsx", "jsonl", "geojson")
 PREVIEW_CHANNELS = ("simulator",)  # staff previews are not the consultation's data
@@ -36,6 +39,7 @@ FIXED = (
     "started_at",
     "completed_at",
 )
+CONTACT_DETAILS = ("address", "name")  # right after "contact", only when an admin asks
 
 
 def neutralise(value: Any) -> Any:
@@ -55,29 +59,46 @@ class Export:
     territory: str | None = None
     status: str = "complete"
     include_previews: bool = False
+    contacts: bool = False  # the residents' addresses and names: admins only, and logged
 
     @cached_property
     def questions(self) -> list[State]:
         return [s for s in self.flow.states.values() if s.kind.waits]
 
+    @cached_property
+    def fixed_columns(self) -> tuple[str, ...]:
+        if not self.contacts:
+            return FIXED
+        at = FIXED.index("contact") + 1
+        return (*FIXED[:at], *CONTACT_DETAILS, *FIXED[at:])
+
+    def _filters(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "until": self.until,
+            "territory": self.territory,
+            "status": self.status,
+            "channels_excluded": () if self.include_previews else PREVIEW_CHANNELS,
+        }
+
     def rows(self, store: Store) -> AsyncIterator[ExportRow]:
-        return stream_submissions(
-            store,
-            self.flow.id,
-            since=self.since,
-            until=self.until,
-            territory=self.territory,
-            status=self.status,
-            channels_excluded=() if self.include_previews else PREVIEW_CHANNELS,
-        )
+        return stream_submissions(store, self.flow.id, contacts=self.contacts, **self._filters())
+
+    async def count(self, store: Store) -> int:
+        """How many submissions the export will hold (for the progress bar)."""
+        return await count_submissions(store, self.flow.id, **self._filters())
 
     def header(self) -> list[str]:
-        return [*FIXED, *(q.question_key for q in self.questions)]
+        return [*self.fixed_columns, *(q.question_key for q in self.questions)]
+
+    def contact_details(self, row: ExportRow) -> list[str]:
+        return [row.address or "", row.name or ""] if self.contacts else []
 
     def fixed(self, row: ExportRow) -> list[Any]:
         return [
             row.id,
             row.contact,
+            *self.contact_details(row),
             row.flow_id,
             row.flow_version,
             row.status,
@@ -126,21 +147,32 @@ def _time(value: datetime | None) -> str:
 
 
 class Progress:
-    """A count on stderr while a long export runs in a terminal; silent otherwise."""
+    """A progress bar on stderr while a long export runs in a terminal; silent otherwise, so
+    a redirected stderr or a piped export never carries it."""
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.shown = self.stream.isatty()
         self.count = 0
+        self.bar: tqdm[Any] | None = None
+
+    def start(self, total: int) -> None:
+        if self.shown:
+            self.bar = tqdm(
+                total=total, file=self.stream, desc="exporting", unit=" submissions", leave=True
+            )
 
     def step(self) -> None:
         self.count += 1
-        if self.shown and self.count % 1000 == 0:
-            print(f"\rexported {self.count:,} submissions", end="", file=self.stream, flush=True)
+        if self.bar is not None:
+            self.bar.update()
 
     def done(self) -> None:
-        if self.shown:
-            print(f"\rexported {self.count:,} submissions", file=self.stream, flush=True)
+        if self.bar is not None:
+            # Submissions that came or went since the count: the bar still ends at what was written.
+            self.bar.total = self.count
+            self.bar.refresh()
+            self.bar.close()
 
 
 async def write_export(
@@ -157,6 +189,8 @@ async def write_export(
         fmt
     ]
     progress = progress or Progress(io.StringIO())
+    if progress.shown:  # counting costs a query: only for a bar someone will see
+        progress.start(await export.count(store))
     if fmt == "csv":
         await writer(store, export, out, progress, long=long)
     else:
@@ -182,6 +216,7 @@ async def _csv(
             [
                 "submission",
                 "contact",
+                *(CONTACT_DETAILS if export.contacts else ()),
                 "flow",
                 "version",
                 "territory",
@@ -207,6 +242,7 @@ async def _csv(
                         for v in (
                             row.id,
                             row.contact,
+                            *export.contact_details(row),
                             row.flow_id,
                             row.flow_version,
                             row.territory or "",
@@ -228,7 +264,7 @@ async def _csv(
 
 async def _jsonl(store: Store, export: Export, out: IO[bytes], progress: Progress) -> None:
     async for row in export.rows(store):
-        record = dict(zip(FIXED, export.fixed(row), strict=True))
+        record = dict(zip(export.fixed_columns, export.fixed(row), strict=True))
         record["answers"] = {q: value for q, (value, _, _) in row.answers.items()}
         out.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
         progress.step()
@@ -244,7 +280,7 @@ async def _geojson(store: Store, export: Export, out: IO[bytes], progress: Progr
             value = row.answers.get(state.question_key, (None,))[0]
             if not (isinstance(value, dict) and "latitude" in value):
                 continue
-            properties = dict(zip(FIXED, export.fixed(row), strict=True))
+            properties = dict(zip(export.fixed_columns, export.fixed(row), strict=True))
             properties |= {"question": state.question_key, "label": value.get("label") or ""}
             feature = {
                 "type": "Feature",
@@ -277,8 +313,8 @@ async def _xlsx(store: Store, export: Export, out: IO[bytes], progress: Progress
             *(f"choices ({lang})" for lang in LANGUAGES),
         ]
     )
-    for name in FIXED:
-        columns.append([name, "submission"])
+    for name in export.fixed_columns:
+        columns.append([name, "contact details" if name in CONTACT_DETAILS else "submission"])
     for state in export.questions:
         choices = [
             "; ".join(f"{c.key} = {c.label.get_text(lang)}" for c in state.choices)

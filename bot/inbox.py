@@ -33,8 +33,9 @@ from flows.engine import (
 from flows.i18n import t
 from storage.media import MediaStore
 from storage.models import utcnow
-from storage.repository import Changes, ContactInfo, DataRights, Store
-from storage.state import StateStore
+from storage.repository import ContactInfo, DataRights, InboxView, Store
+from storage.state import Held, StateStore
+from storage.turns import Changes
 
 __all__ = ["Inbox", "Received"]
 
@@ -87,10 +88,10 @@ def _button_label(prompt: Prompt, language: str) -> str | None:
     return None
 
 
-async def apply_effect(tx: Changes, effect: Effect) -> None:
+def apply_effect(tx: Changes, effect: Effect) -> None:
     match effect:
         case StartSubmission():
-            await tx.start_submission(
+            tx.start_submission(
                 effect.submission,
                 effect.flow,
                 effect.version,
@@ -99,21 +100,19 @@ async def apply_effect(tx: Changes, effect: Effect) -> None:
                 effect.folio,
             )
         case SaveAnswer():
-            await tx.save_answer(
+            tx.save_answer(
                 effect.submission, effect.question, effect.state, effect.raw, effect.value
             )
         case CompleteSubmission():
-            await tx.complete_submission(effect.submission)
+            tx.complete_submission(effect.submission)
         case SetProfile():
-            await tx.set_profile(effect.field, effect.value)
+            tx.set_profile(effect.field, effect.value)
         case SetLanguage():
-            await tx.set_language(effect.language)
+            tx.set_language(effect.language)
         case RecordConsent():
-            await tx.record_consent(
-                effect.submission, effect.flow, effect.given, effect.notice_version
-            )
+            tx.record_consent(effect.submission, effect.flow, effect.given, effect.notice_version)
         case OptOut():
-            await tx.opt_out()
+            tx.opt_out()
 
 
 class Inbox:
@@ -133,9 +132,6 @@ class Inbox:
 
     async def receive(self, inbound: Inbound) -> Received:
         """Record a message durably (once per provider id). Nothing is processed yet."""
-        seen_key = f"{inbound.channel}:{inbound.provider_id}" if inbound.provider_id else None
-        if seen_key and await self.states.seen(seen_key):
-            return Received(None, None)
         contact_id, message_id = await self.store.record_inbound(
             inbound.channel,
             inbound.address,
@@ -145,17 +141,23 @@ class Inbox:
             name=inbound.name,
             extra=inbound.extra or None,
         )
-        if seen_key:
-            await self.states.mark_seen(seen_key)
         return Received(contact_id, message_id)
 
     async def process(self, contact_id: int) -> int:
         """Handle every recorded, unhandled message of one contact, in order. Returns how many."""
         handled = 0
-        async with self.states.lock(contact_id):
-            for message_id, payload in await self.store.pending_inbound(contact_id):
-                await self._handle(contact_id, message_id, Inbound.from_dict(payload))
+        async with self.states.hold(contact_id) as held:
+            more = True
+            while more:
+                view = await self.store.inbox(contact_id)
+                if not view.pending:
+                    break
+                message_id, payload = view.pending[0]
+                more = await self._handle(held, view, message_id, Inbound.from_dict(payload))
+                more = more and len(view.pending) > 1
                 handled += 1
+                if more:
+                    await held.save()  # the next message builds on what this one did
         return handled
 
     async def handle(self, inbound: Inbound) -> Received:
@@ -186,14 +188,16 @@ class Inbox:
             kept.append(attachment)
         return replace(inbound, attachments=tuple(kept))
 
-    async def _handle(self, contact_id: int, message_id: int, inbound: Inbound) -> None:
+    async def _handle(self, held: Held, view: InboxView, message_id: int, inbound: Inbound) -> bool:
+        """Run one message through the engine and write all it changed. False: the resident
+        had themselves forgotten, so nothing of theirs is left to handle."""
         inbound = await self._keep_photos(inbound)
-        contact = await self.store.contact(contact_id)
-        data = await self.states.get(contact_id)
+        contact, contact_id = view.contact, view.contact.id
+        data = held.state
         if data is None:  # this process restarted, or Redis was flushed: the durable copy
             data = await self.store.open_cursor(contact_id)
         before = Conversation.from_dict(data)
-        completed = await self.store.completed_flows(contact_id) if not before.flow else ()
+        completed = view.completed if not before.flow else ()
         try:
             outcome = self.engine.handle(
                 before,
@@ -207,10 +211,10 @@ class Inbox:
             language = contact.language or self.engine.default_language
             sorry = Prompt(t(language, "not-understood"))
             async with self.store.changes(contact) as tx:
-                await tx.mark_processed(message_id)
-                ids = [await self._queue(tx, contact, sorry, language)]
-            await self.outbox.enqueue(ids)
-            return
+                tx.mark_processed(message_id)
+                self._queue(tx, contact, sorry, language)
+            await self.outbox.enqueue(tx.outbound_ids)
+            return True
         after = outcome.conversation
         replies = list(outcome.replies)
         if any(isinstance(e, ShowMyData) for e in outcome.effects):
@@ -218,28 +222,31 @@ class Inbox:
         forget = next((e for e in outcome.effects if isinstance(e, ForgetMe)), None)
         async with self.store.changes(contact) as tx:
             for effect in outcome.effects:
-                await apply_effect(tx, effect)
+                apply_effect(tx, effect)
             if before.submission and before.submission != after.submission:
-                await tx.save_cursor(before.submission, {})  # left behind: not to be resumed
+                tx.save_cursor(before.submission, {})  # left behind: not to be resumed
             if after.submission:
-                await tx.save_cursor(after.submission, after.to_dict())
-            await tx.mark_processed(message_id)
+                tx.save_cursor(after.submission, after.to_dict())
+            tx.mark_processed(message_id)
             # The language this turn settled on, which the contact row shows only from now on.
             language = next(
                 (e.language for e in reversed(outcome.effects) if isinstance(e, SetLanguage)),
                 contact.language,
             )
-            ids = [await self._queue(tx, contact, p, language) for p in replies]
-        await self.states.set(contact_id, after.to_dict() if after.active else None)
+            for prompt in replies:
+                self._queue(tx, contact, prompt, language)
+        ids = tx.outbound_ids
+        held.state = after.to_dict() if after.active else None
         if forget is not None:
             # The confirmation must reach them before their address is gone.
             for message_id_out in ids:
                 await self.outbox.deliver(message_id_out)
             await DataRights(self.store).forget(contact, answers=forget.answers)
-            await self.states.set(contact_id, None)
+            held.state = None
             log.info("contact %s forgotten at their request", contact.pid)
-            return
+            return False
         await self.outbox.enqueue(ids)
+        return True
 
     async def _my_data(self, contact: ContactInfo, outcome: Outcome) -> str:
         held = await DataRights(self.store).describe(contact)
@@ -259,8 +266,6 @@ class Inbox:
         )
 
     @staticmethod
-    async def _queue(
-        tx: Changes, contact: ContactInfo, prompt: Prompt, language: str | None
-    ) -> int:
+    def _queue(tx: Changes, contact: ContactInfo, prompt: Prompt, language: str | None) -> None:
         outbound = to_outbound(contact, prompt, language)
-        return await tx.queue_outbound(contact.channel, outbound.text, outbound.to_dict())
+        tx.queue_outbound(contact.channel, outbound.text, outbound.to_dict())

@@ -11,7 +11,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,7 +100,9 @@ class Conversation:
     updated: float = 0.0  # POSIX time of the last message
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, [], 0, 0.0)}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["history"] = list(self.history)
+        return {k: v for k, v in data.items() if v not in (None, [], 0, 0.0)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Conversation:

@@ -20,6 +20,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def connect(url: str = DEFAULT_URL, **kwargs: object) -> AsyncEngine:
     """An async engine. SQLite gets WAL, foreign keys and a busy timeout for concurrent use."""
     parsed = make_url(url)
+    # Statement parameters hold addresses and answers: never in an error message or a log.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 

@@ -69,7 +69,7 @@ class Contact(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     pid: Mapped[str] = mapped_column(String(32), unique=True)  # pseudonymous id
     channel: Mapped[str] = mapped_column(String(16))
-    address: Mapped[str] = mapped_column(String(64))  # phone number or chat id: never exported
+    address: Mapped[str] = mapped_column(String(64))  # phone or chat id: exported to admins only
     name: Mapped[str | None] = mapped_column(String(128))  # WhatsApp ProfileName etc.
     language: Mapped[str | None] = mapped_column(String(2))
     profile: Mapped[dict[str, Any]] = mapped_column(default=dict)

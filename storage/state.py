@@ -1,4 +1,4 @@
-"""Conversation state, per-contact locks and dedup marks: in-process, or Redis for many processes.
+"""Conversation state and per-contact locks: in-process, or Redis for many processes.
 
 The store holds a cache of each conversation; the durable copy is the open submission's
 `cursor` in the database, which the inbox falls back to when this store has nothing.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -17,6 +20,7 @@ import redis.asyncio as aioredis
 from storage import keys
 
 __all__ = [
+    "Held",
     "MemoryStateStore",
     "RedisStateStore",
     "StateStore",
@@ -24,9 +28,23 @@ __all__ = [
     "redis_client",
 ]
 
+log = logging.getLogger(__name__)
+
 CONVERSATION_TTL = 60 * 60 * 24 * 30  # a conversation idle this long is forgotten here
-SEEN_TTL = 60 * 60 * 24 * 2  # providers retry for hours, not days
 LOCK_TTL = 60  # a crashed process's lock frees itself
+LOCK_POLL = 0.005  # seconds between tries for a lock another process holds
+
+
+class Held:
+    """A contact's conversation while its lock is held: read when the lock was taken, written
+    back when it is let go (or earlier, with `save`)."""
+
+    def __init__(self, state: dict[str, Any] | None, save: Any) -> None:
+        self.state = state
+        self._save = save
+
+    async def save(self) -> None:
+        await self._save(self.state)
 
 
 class StateStore(Protocol):
@@ -34,11 +52,7 @@ class StateStore(Protocol):
 
     async def set(self, contact_id: int, data: dict[str, Any] | None) -> None: ...
 
-    def lock(self, contact_id: int) -> Any: ...  # an async context manager
-
-    async def seen(self, key: str) -> bool: ...
-
-    async def mark_seen(self, key: str) -> None: ...
+    def hold(self, contact_id: int) -> Any: ...  # an async context manager yielding `Held`
 
     async def ping(self) -> None: ...
 
@@ -50,7 +64,6 @@ class MemoryStateStore:
 
     def __init__(self) -> None:
         self._data: dict[int, str] = {}
-        self._seen: set[str] = set()
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
     async def get(self, contact_id: int) -> dict[str, Any] | None:
@@ -64,26 +77,20 @@ class MemoryStateStore:
             self._data.pop(contact_id, None)
 
     @asynccontextmanager
-    async def lock(self, contact_id: int) -> AsyncIterator[None]:
+    async def hold(self, contact_id: int) -> AsyncIterator[Held]:
         lock, users = self._locks.get(contact_id) or (asyncio.Lock(), 0)
         self._locks[contact_id] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                held = Held(await self.get(contact_id), lambda state: self.set(contact_id, state))
+                yield held
+                await held.save()
         finally:
             lock, users = self._locks[contact_id]
             if users <= 1:
                 del self._locks[contact_id]
             else:
                 self._locks[contact_id] = (lock, users - 1)
-
-    async def seen(self, key: str) -> bool:
-        return key in self._seen
-
-    async def mark_seen(self, key: str) -> None:
-        if len(self._seen) > 100_000:  # bounded: the database's unique index is the truth
-            self._seen.clear()
-        self._seen.add(key)
 
     async def ping(self) -> None:
         return None
@@ -95,8 +102,26 @@ class MemoryStateStore:
 class RedisStateStore:
     """State shared by every web and worker process through one Redis."""
 
+    # Taking the lock reads the conversation, and letting it go writes it back: one round trip
+    # each, where a separate lock, GET and SET would take four.
+    ACQUIRE = """
+    if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+      return {1, redis.call('get', KEYS[2])}
+    end
+    return {0}
+    """
+    RELEASE = """
+    if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+    if ARGV[2] == '' then redis.call('del', KEYS[2])
+    else redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+    if ARGV[4] == '1' then redis.call('del', KEYS[1]) end
+    return 1
+    """
+
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
+        self._acquire = client.register_script(self.ACQUIRE)
+        self._release = client.register_script(self.RELEASE)
 
     async def get(self, contact_id: int) -> dict[str, Any] | None:
         raw = await self.redis.get(f"{keys.CONVERSATION}{contact_id}")
@@ -110,19 +135,31 @@ class RedisStateStore:
             await self.redis.delete(key)
 
     @asynccontextmanager
-    async def lock(self, contact_id: int) -> AsyncIterator[None]:
-        # Redis's own lock (SET NX PX + a Lua release): safe across processes, and it expires
-        # if the holder dies, so a crashed worker cannot wedge a resident's inbox.
-        async with self.redis.lock(
-            f"{keys.LOCK}{contact_id}", timeout=LOCK_TTL, sleep=0.005, blocking_timeout=LOCK_TTL
-        ):
-            yield
+    async def hold(self, contact_id: int) -> AsyncIterator[Held]:
+        # A lock safe across processes that expires if its holder dies, so a crashed worker
+        # cannot wedge a resident's inbox.
+        lock, conversation = f"{keys.LOCK}{contact_id}", f"{keys.CONVERSATION}{contact_id}"
+        token = secrets.token_hex(16)
+        deadline = time.monotonic() + LOCK_TTL
+        while True:
+            taken = await self._acquire(keys=[lock, conversation], args=[token, LOCK_TTL * 1000])
+            if taken[0]:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"contact {contact_id}'s inbox stayed locked")
+            await asyncio.sleep(LOCK_POLL)
 
-    async def seen(self, key: str) -> bool:
-        return bool(await self.redis.exists(f"{keys.SEEN}{key}"))
+        async def write(state: dict[str, Any] | None, *, release: bool = False) -> None:
+            data = json.dumps(state, separators=(",", ":")) if state else ""
+            args = [token, data, CONVERSATION_TTL, "1" if release else "0"]
+            if not await self._release(keys=[lock, conversation], args=args):
+                log.warning("contact %s's lock expired while held; state not written", contact_id)
 
-    async def mark_seen(self, key: str) -> None:
-        await self.redis.set(f"{keys.SEEN}{key}", 1, ex=SEEN_TTL)
+        held = Held(json.loads(taken[1]) if len(taken) > 1 and taken[1] else None, write)
+        try:
+            yield held
+        finally:
+            await write(held.state, release=True)
 
     async def ping(self) -> None:
         await self.redis.ping()

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from adapters.message import Inbound
+from bot.api import choice_labels
 from bot.runtime import Runtime
 from bot.server import build_app
+from flows.model import load_flow
 from storage.repository import Staff
+
+KINDS = Path(__file__).resolve().parents[1] / "fixtures" / "flows" / "kinds.yaml"
 
 
 async def resident(rt: Runtime, n: int, pillar: str, gender: str = "1") -> None:
@@ -100,3 +105,51 @@ async def test_only_admins_handle_data_rights(api: tuple[TestClient, dict[str, s
     forgotten = await client.delete(url, headers=bearer(tokens["admin"]))
     assert (await forgotten.json()) == {"forgotten": 1}
     assert (await client.get(url, headers=bearer(tokens["admin"]))).status == 404
+
+
+async def test_a_summary_names_the_answers_in_a_language(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, tokens = api
+    url = "/api/v1/flows/priorities/summary"
+    spanish = await (await client.get(url, headers=bearer(tokens["analyst"]))).json()
+    assert spanish["language"] == "es"  # the configured default
+    assert spanish["answers"]["pillar"] == {"social_wellbeing": 6, "security": "<5"}  # untouched
+    assert spanish["labels"]["pillar"]["social_wellbeing"] == "Bienestar social"
+    assert spanish["labels"]["gender"]["woman"] == "Mujer"
+    assert "satisfaction" not in spanish["labels"]  # a number on a scale is its own label
+    english = await (await client.get(f"{url}?lang=en", headers=bearer(tokens["analyst"]))).json()
+    assert english["labels"]["pillar"]["security"] == "Security and peace"
+    assert english["answers"] == spanish["answers"]
+    assert (await client.get(f"{url}?lang=de", headers=bearer(tokens["analyst"]))).status == 400
+
+
+async def test_only_admins_export_contact_details_and_it_is_logged(
+    api: tuple[TestClient, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, tokens = api
+    export = "/api/v1/flows/priorities/export.csv?status=all&contacts=1"
+    page = "/api/v1/flows/priorities/submissions?status=all&contacts=1"
+    assert (await client.get(export, headers=bearer(tokens["analyst"]))).status == 403
+    assert (await client.get(page, headers=bearer(tokens["analyst"]))).status == 403
+    assert not [r for r in caplog.records if "CONTACT DETAILS" in r.getMessage()]
+    response = await client.get(export, headers=bearer(tokens["admin"]))
+    assert response.status == 200
+    body = (await response.read()).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert list(rows[0])[:4] == ["submission", "contact", "address", "name"]
+    assert rows[0]["address"] == "'+5217710000000"  # still no cell a spreadsheet would run
+    pages = await (await client.get(page, headers=bearer(tokens["admin"]))).json()
+    assert {s["address"] for s in pages["submissions"]} == {
+        f"+52177100000{n:02d}" for n in range(7)
+    }
+    logged = [r.getMessage() for r in caplog.records if "CONTACT DETAILS" in r.getMessage()]
+    assert len(logged) == 2 and all("Adela Admin" in line for line in logged)
+    assert all(r.levelname == "WARNING" for r in caplog.records if "CONTACT" in r.getMessage())
+    assert "+52177" not in caplog.text  # the log names who asked, never a resident
+
+
+def test_yes_no_answers_are_named_as_the_summary_counts_them() -> None:
+    labels = choice_labels(load_flow(KINDS), "fr")
+    assert labels["agree"] == {"True": "Oui", "False": "Non"}  # summary() counts str(True)
+    assert "score" not in labels

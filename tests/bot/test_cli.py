@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import fcntl
+import io
+import logging
 import os
+import select
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.request
 from pathlib import Path
@@ -239,6 +246,90 @@ def test_export_from_the_command_line(env: dict[str, str], tmp_path: Path) -> No
     assert bad_date.returncode == 2 and "not a date" in bad_date.stderr
 
 
+def _two_residents(env: dict[str, str]) -> None:
+    answers = "\n".join(PRIORITIES_ANSWERS).replace("{problem}", PROBLEMS["es"]) + "\n"
+    for address in ("+5217755555555", "+5217766666666"):
+        done = run(["chat", "--lang", "es", "--as", address], env, stdin=answers)
+        assert done.returncode == 0, done.stderr
+
+
+def _in_a_terminal(args: list[str], env: dict[str, str], stdout: Path) -> tuple[int, str]:
+    """Run with stderr on a pseudo-terminal, as when a person runs it, and stdout to a file.
+    Returns the exit code and all that the terminal showed."""
+    controller, terminal = os.openpty()
+    try:
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        with stdout.open("wb") as out:
+            process = subprocess.Popen(
+                [*CONSULTA, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=terminal,
+                env=env,
+                cwd=ROOT,
+            )
+    finally:
+        os.close(terminal)  # the child holds its own copy: EOF comes when it exits
+    shown = bytearray()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO on Linux once the last writer has closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    try:
+        return process.wait(timeout=10), shown.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+def test_a_long_export_shows_a_progress_bar_in_a_terminal(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    _two_residents(env)
+    csv_file = tmp_path / "priorities.csv"
+    args = ["export", "--flow", "priorities", "--format", "csv"]
+    code, shown = _in_a_terminal(args, env, csv_file)
+    assert code == 0, shown
+    assert "exporting" in shown and "2/2" in shown and "100%" in shown
+    text = csv_file.read_bytes().decode("utf-8-sig")
+    assert text.startswith("submission,contact,flow")
+    assert "exporting" not in text and "100%" not in text and "2/2" not in text  # a clean CSV
+    assert len(list(csv.DictReader(io.StringIO(text)))) == 2
+    # stderr not a terminal (a pipe, a log file): no bar, not even a count.
+    piped = run(args, env)
+    assert piped.returncode == 0, piped.stderr
+    assert "exporting" not in piped.stderr and "2/2" not in piped.stderr
+    assert "%|" not in piped.stdout and "exporting" not in piped.stdout
+
+
+def test_an_admin_exports_contact_details_and_the_log_says_so(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    _two_residents(env)
+    args = ["export", "--flow", "priorities", "--format", "csv"]
+    plain = run(args, env)
+    assert "5217755555555" not in plain.stdout and "CONTACT DETAILS" not in plain.stderr
+    detailed = run([*args, "--with-contacts"], env)
+    assert detailed.returncode == 0, detailed.stderr
+    header, first, second = detailed.stdout.lstrip("\ufeff").splitlines()[:3]
+    assert header.startswith("submission,contact,address,name,flow")
+    assert ",'+5217755555555," in first and ",'+5217766666666," in second
+    [logged] = [line for line in detailed.stderr.splitlines() if "CONTACT DETAILS" in line]
+    assert "WARNING" in logged and "priorities" in logged and "command line" in logged
+    assert "5217755555555" not in detailed.stderr and "5217766666666" not in detailed.stderr
+
+
 def test_contacts_show_and_forget(env: dict[str, str], tmp_path: Path) -> None:
     run(["chat", "--lang", "es", "--as", "+5217744444444"], env, stdin="1\n2\n")
     shown = run(["contacts", "show", "+5217744444444"], env)
@@ -250,3 +341,20 @@ def test_contacts_show_and_forget(env: dict[str, str], tmp_path: Path) -> None:
     assert "+5217744444444" not in done.stderr  # the log names the pseudonym only
     gone = run(["contacts", "show", "+5217744444444"], env)
     assert gone.returncode == 1 and "nothing is held" in gone.stderr
+
+
+def test_logged_database_errors_do_not_quote_row_values() -> None:
+    from bot.cli import PrivateFormatter
+
+    formatter = PrivateFormatter("%(levelname)s %(message)s")
+    try:
+        raise RuntimeError(
+            'duplicate key value violates unique constraint "uq_contacts"\n'
+            "DETAIL:  Key (channel, address)=(whatsapp, +5215550001) already exists."
+        )
+    except RuntimeError:
+        record = logging.LogRecord("consulta", logging.ERROR, __file__, 1, "boom", None, None)
+        record.exc_info = sys.exc_info()
+    line = formatter.format(record)
+    assert "unique constraint" in line and "DETAIL" in line
+    assert "+5215550001" not in line and "whatsapp, " not in line

@@ -1,5 +1,6 @@
 """The live dashboard in headless Chromium, as an analyst sees it: sign in with a staff token,
-read the figures with small cells suppressed, and watch them change without a reload."""
+read the figures with small cells suppressed and answers by their labels, and watch them change
+without a reload."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import asyncio
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from adapters.message import Inbound
 from bot.runtime import Runtime
@@ -49,14 +51,24 @@ async def test_an_analyst_watches_participation_live(tmp_path: Path) -> None:
             wait = WebDriverWait(driver, 10)
             await asyncio.to_thread(wait.until, lambda d: text_of(d, "started") == "7")
             assert not driver.find_element(By.ID, "login").is_displayed()
-            pillar = await asyncio.to_thread(card, driver, "pillar")
-            assert "social_wellbeing" in pillar and "6" in pillar and "<5" in pillar
+            pillar = (await asyncio.to_thread(card, driver, "pillar")).replace("\n", " ")
+            # Labels in the default language (Spanish), not the keys the answers are stored as.
+            assert "Bienestar social 6" in pillar and "Seguridad y paz ciudadana <5" in pillar
+            assert "social_wellbeing" not in pillar and "security" not in pillar
             gender = await asyncio.to_thread(card, driver, "Gender")
-            assert "woman 7" in gender.replace("\n", " ")
+            assert "Mujer 7" in gender.replace("\n", " ")
             await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "dashboard.png"))
             await resident(runtime, 7, "1")  # a new resident takes part: no reload needed
             slow = WebDriverWait(driver, 12)
             await asyncio.to_thread(slow.until, lambda d: text_of(d, "started") == "8")
+            language = Select(driver.find_element(By.ID, "lang"))
+            await asyncio.to_thread(language.select_by_value, "en")
+            # Each refresh redraws the cards: one read may catch the old card as it goes.
+            redrawn = WebDriverWait(driver, 10, ignored_exceptions=[StaleElementReferenceException])
+            await asyncio.to_thread(
+                redrawn.until,
+                lambda d: "Social wellbeing 7" in card(d, "pillar").replace("\n", " "),
+            )
         finally:
             await asyncio.to_thread(driver.quit)
 

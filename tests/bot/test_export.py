@@ -10,8 +10,9 @@ import pytest
 from openpyxl import load_workbook
 
 from adapters.message import Inbound, Place
-from bot.export import Export, neutralise, write_export
+from bot.export import Export, Progress, neutralise, write_export
 from bot.runtime import Runtime
+from storage.repository import count_submissions
 
 ANA, BRUNO = "+5217711111111", "+5217722222222"
 FORMULA = '=HYPERLINK("http://example.com","clic")'
@@ -25,7 +26,9 @@ async def say(rt: Runtime, address: str, *texts: str, channel: str = "whatsapp")
 @pytest.fixture
 async def data(runtime: Runtime) -> Runtime:
     rt = runtime
-    await rt.inbox.handle(Inbound("whatsapp", ANA, start="prioridades_centro", language="es"))
+    await rt.inbox.handle(
+        Inbound("whatsapp", ANA, start="prioridades_centro", language="es", name="Ana Pérez")
+    )
     await say(rt, ANA, "1", "2", "1", "Santa Julia", "1", "2", "1,3", FORMULA, "4")
     await rt.inbox.handle(Inbound("whatsapp", ANA, place=Place(20.1011, -98.7591, "Plaza Juárez")))
     await rt.inbox.handle(Inbound("whatsapp", BRUNO, start="priorities", language="fr"))
@@ -56,6 +59,7 @@ async def test_csv_one_row_per_submission_with_labels_and_accents(data: Runtime)
     assert ana["problem_location"] == "20.1011, -98.7591 (Plaza Juárez)"
     assert ana["urgent_problem"] == "'" + FORMULA  # never runs as a formula
     assert b"5217711111111" not in body and b"5217722222222" not in body
+    assert b"Ana P" not in body and "address" not in ana and "name" not in ana
 
 
 async def test_csv_filters_codes_and_languages(data: Runtime) -> None:
@@ -110,3 +114,62 @@ async def test_geojson_points_for_located_answers(data: Runtime) -> None:
 def test_formula_starts_are_neutralised(dangerous: str) -> None:
     assert neutralise(dangerous) == "'" + dangerous
     assert neutralise(-2) == -2 and neutralise("Calle 5") == "Calle 5"
+
+
+async def test_contact_details_follow_the_contact_in_every_format(data: Runtime) -> None:
+    [ana] = rows(await export(data, "csv", contacts=True))
+    assert list(ana)[:5] == ["submission", "contact", "address", "name", "flow"]
+    assert ana["address"] == "'" + ANA and ana["name"] == "Ana Pérez"  # "+52…" runs in Excel
+    long = rows(await export(data, "csv", long=True, contacts=True))
+    assert list(long[0])[:4] == ["submission", "contact", "address", "name"]
+    assert {r["address"] for r in long} == {"'" + ANA}
+    book = load_workbook(io.BytesIO(await export(data, "xlsx", contacts=True)), read_only=True)
+    header, row = list(book["submissions"].iter_rows(values_only=True))
+    assert header[1:4] == ("contact", "address", "name") and row[2:4] == ("'" + ANA, "Ana Pérez")
+    described = {r[0]: r[1] for r in book["columns"].iter_rows(values_only=True)}
+    assert described["address"] == described["name"] == "contact details"
+    book.close()
+    lines = (await export(data, "jsonl", status="all", contacts=True)).decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert list(records[0])[:4] == ["submission", "contact", "address", "name"]
+    assert {r["address"] for r in records} == {ANA, BRUNO}  # JSON is no spreadsheet: as it is
+    [feature] = json.loads(await export(data, "geojson", contacts=True))["features"]
+    assert feature["properties"]["address"] == ANA
+    assert feature["properties"]["name"] == "Ana Pérez"
+
+
+async def test_the_count_matches_the_export_for_every_filter(data: Runtime) -> None:
+    flow = data.flows["priorities"]
+    for options in (
+        {},
+        {"status": "all"},
+        {"status": "all", "include_previews": True},
+        {"status": "partial"},
+        {"territory": "norte"},
+    ):
+        chosen = Export(flow, **options)  # type: ignore[arg-type]
+        exported = [row async for row in chosen.rows(data.store)]
+        assert await chosen.count(data.store) == len(exported), options
+    assert await count_submissions(data.store, "priorities", status="all") == 3  # with preview
+    assert await count_submissions(data.store, "priorities", territory="centro") == 1
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_progress_is_a_bar_with_the_total_in_a_terminal_only(data: Runtime) -> None:
+    terminal = Terminal()
+    flow = data.flows["priorities"]
+    out = io.BytesIO()
+    written = await write_export(
+        data.store, Export(flow, status="all"), "csv", out, progress=Progress(terminal)
+    )
+    assert written == 2
+    shown = terminal.getvalue()
+    assert "0/2" in shown and "2/2" in shown and "100%" in shown
+    assert "100%" not in out.getvalue().decode("utf-8-sig")
+    quiet = io.StringIO()  # not a terminal: a redirected stderr stays empty
+    await write_export(data.store, Export(flow), "csv", io.BytesIO(), progress=Progress(quiet))
+    assert quiet.getvalue() == ""

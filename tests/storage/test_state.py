@@ -38,19 +38,12 @@ async def test_get_set_delete(store: StateStore) -> None:
     assert await store.get(1) is None
 
 
-async def test_seen_marks(store: StateStore) -> None:
-    assert not await store.seen("whatsapp:SM1")
-    await store.mark_seen("whatsapp:SM1")
-    assert await store.seen("whatsapp:SM1")
-    assert not await store.seen("whatsapp:SM2")
-
-
 async def test_the_lock_lets_one_holder_in_at_a_time(store: StateStore) -> None:
     inside, most = 0, 0
 
     async def hold() -> None:
         nonlocal inside, most
-        async with store.lock(7):
+        async with store.hold(7):
             inside += 1
             most = max(most, inside)
             await asyncio.sleep(0.01)
@@ -61,12 +54,12 @@ async def test_the_lock_lets_one_holder_in_at_a_time(store: StateStore) -> None:
 
 
 async def test_locks_of_different_contacts_do_not_wait_for_each_other(store: StateStore) -> None:
-    async with store.lock(1):
+    async with store.hold(1):
         await asyncio.wait_for(_enter(store, 2), 1)
 
 
 async def _enter(store: StateStore, contact_id: int) -> None:
-    async with store.lock(contact_id):
+    async with store.hold(contact_id):
         pass
 
 
@@ -76,7 +69,7 @@ async def test_two_redis_clients_share_one_lock() -> None:
     order: list[str] = []
 
     async def hold(state: RedisStateStore, name: str) -> None:
-        async with state.lock(42):
+        async with state.hold(42):
             order.append(f"{name} in")
             await asyncio.sleep(0.05)
             order.append(f"{name} out")
@@ -87,3 +80,33 @@ async def test_two_redis_clients_share_one_lock() -> None:
         await first.close()
         await second.close()
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+async def test_holding_reads_the_conversation_and_letting_go_writes_it(store: StateStore) -> None:
+    await store.set(3, {"flow": "priorities", "state": "age_group"})
+    async with store.hold(3) as held:
+        assert held.state == {"flow": "priorities", "state": "age_group"}
+        held.state = {"flow": "priorities", "state": "gender"}
+        await held.save()
+        assert await store.get(3) == {"flow": "priorities", "state": "gender"}
+        held.state = {"flow": "report", "state": "photo"}
+    assert await store.get(3) == {"flow": "report", "state": "photo"}
+    async with store.hold(3) as held:
+        held.state = None
+    assert await store.get(3) is None
+
+
+async def test_a_holder_whose_lock_expired_does_not_overwrite_the_next_one() -> None:
+    client = aioredis.from_url(REDIS, decode_responses=True)
+    await reset_redis(client)
+    state = RedisStateStore(client)
+    try:
+        async with state.hold(5) as held:
+            await client.delete("consulta:lock:5")  # expired, as if this holder had stalled
+            async with state.hold(5) as later:
+                later.state = {"flow": "report"}
+            held.state = {"flow": "stale"}
+        assert await state.get(5) == {"flow": "report"}
+        assert not await client.exists("consulta:lock:5")
+    finally:
+        await state.close()
