@@ -150,11 +150,11 @@ class Inbox:
             more = True
             while more:
                 view = await self.store.inbox(contact_id)
-                if not view.pending:
+                if view.next is None:
                     break
-                message_id, payload = view.pending[0]
+                message_id, payload = view.next
                 more = await self._handle(held, view, message_id, Inbound.from_dict(payload))
-                more = more and len(view.pending) > 1
+                more = more and view.waiting > 1
                 handled += 1
                 if more:
                     await held.save()  # the next message builds on what this one did

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from adapters.message import Outbound, SendError, Sent
 from storage import keys
+from storage.batch import Batcher
 from storage.repository import Store
 from storage.state import redis_client
 
@@ -63,9 +64,15 @@ class RedisQueue:
     def __init__(self, client: aioredis.Redis, worker: str | None = None) -> None:
         self.redis = client
         self.working = keys.OUTBOUND_WORKING + (worker or f"{socket.gethostname()}:{os.getpid()}")
+        # Residents' turns finishing together are queued with one LPUSH.
+        self._pushes: Batcher[str, None] = Batcher(self._push)
 
     async def put(self, item: str) -> None:
-        await self.redis.lpush(keys.OUTBOUND, item)
+        await self._pushes.submit(item)
+
+    async def _push(self, items: Sequence[str]) -> list[None]:
+        await self.redis.lpush(keys.OUTBOUND, *items)  # in order: the first is taken first
+        return [None] * len(items)
 
     async def get(self, wait: float = 1.0) -> str | None:
         return await self.redis.blmove(keys.OUTBOUND, self.working, wait, "RIGHT", "LEFT")
@@ -81,6 +88,10 @@ class RedisQueue:
         """Put back what this worker name held when it died."""
         while await self.redis.lmove(self.working, keys.OUTBOUND, "RIGHT", "LEFT"):
             pass
+
+    async def close(self) -> None:
+        await self._pushes.close()
+        await self.redis.aclose()
 
 
 def open_queue(redis_url: str | None) -> MemoryQueue | RedisQueue:

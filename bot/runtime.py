@@ -198,5 +198,5 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.states.close()
         if isinstance(self.queue, RedisQueue):
-            await self.queue.redis.aclose()
+            await self.queue.close()
         await self.store.close()

@@ -79,7 +79,8 @@ class InboxView:
     """What handling a contact's next message needs from the database."""
 
     contact: ContactInfo
-    pending: list[tuple[int, dict[str, Any]]]  # (message id, payload), oldest first
+    next: tuple[int, dict[str, Any]] | None  # the oldest unhandled message: (id, payload)
+    waiting: int  # how many unhandled messages, that one included
     completed: frozenset[str]  # flows this contact has completed
 
 
@@ -180,15 +181,25 @@ class Statements:
 
     @cached_property
     def pending(self) -> Any:
-        return (
-            select(MessageLog.contact_id, MessageLog.id, MessageLog.payload)
+        # Each contact's oldest unhandled message, and how many wait: a resident with a backlog
+        # does not have all of it read (and its JSON decoded) once per message handled.
+        waiting = (
+            select(
+                MessageLog.contact_id,
+                func.min(MessageLog.id).label("first"),
+                func.count().label("waiting"),
+            )
             .where(
                 MessageLog.contact_id.in_(bindparam("ids", expanding=True)),
                 MessageLog.direction == "in",
                 MessageLog.status == "received",
             )
-            .order_by(MessageLog.id)
+            .group_by(MessageLog.contact_id)
+            .subquery()
         )
+        return select(
+            MessageLog.contact_id, MessageLog.id, MessageLog.payload, waiting.c.waiting
+        ).join(waiting, MessageLog.id == waiting.c.first)
 
     @cached_property
     def completed(self) -> Any:
@@ -327,14 +338,15 @@ async def load_inboxes(
     # Reads need no transaction: each contact's inbox lock is held by whoever asked.
     async with lane.connection() as conn:
         contacts = {row.id: ContactInfo(*row) for row in await conn.execute(sql.contacts, ids)}
-        pending: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-        for row in await conn.execute(sql.pending, ids):
-            pending.setdefault(row.contact_id, []).append((row.id, row.payload))
+        pending = {
+            row.contact_id: ((row.id, row.payload), row.waiting)
+            for row in await conn.execute(sql.pending, ids)
+        }
         completed: dict[int, set[str]] = {}
         for row in await conn.execute(sql.completed, ids):
             completed.setdefault(row.contact_id, set()).add(row.flow_id)
     return [
-        InboxView(contacts[i], pending.get(i, []), frozenset(completed.get(i, ())))
+        InboxView(contacts[i], *pending.get(i, (None, 0)), frozenset(completed.get(i, ())))
         if i in contacts
         else LookupError(f"no contact {i}")
         for i in contact_ids

@@ -220,9 +220,9 @@ async def test_a_permanent_send_error_opts_the_contact_out(rt: Runtime) -> None:
 
 async def test_the_sweep_picks_up_what_a_crash_left(rt: Runtime) -> None:
     received = await rt.inbox.receive(msg("hola"))  # recorded, then the process "died"
-    assert (await rt.store.inbox(received.contact_id)).pending  # type: ignore[arg-type]
+    assert (await rt.store.inbox(received.contact_id)).waiting  # type: ignore[arg-type]
     await rt.sweep()
-    assert not (await rt.store.inbox(received.contact_id)).pending  # type: ignore[arg-type]
+    assert not (await rt.store.inbox(received.contact_id)).waiting  # type: ignore[arg-type]
     assert await replies(rt)
 
 
@@ -243,7 +243,7 @@ async def test_a_bug_in_the_engine_does_not_wedge_the_inbox(
     monkeypatch.setattr(rt.engine, "handle", broken)
     received = await rt.inbox.handle(msg("1"))
     assert (await replies(rt))[-1] == t("es", "not-understood")
-    assert (await rt.store.inbox(received.contact_id)).pending == []  # type: ignore[arg-type]
+    assert (await rt.store.inbox(received.contact_id)).waiting == 0  # type: ignore[arg-type]
     assert "+5213312345678" not in caplog.text  # the log names the pseudonym, not the number
     monkeypatch.undo()
     await rt.inbox.handle(msg("1"))  # the resident carries on where they were
