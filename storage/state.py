@@ -11,13 +11,15 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from storage import keys
+from storage.batch import Batcher
 
 __all__ = [
     "Held",
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 CONVERSATION_TTL = 60 * 60 * 24 * 30  # a conversation idle this long is forgotten here
 LOCK_TTL = 60  # a crashed process's lock frees itself
 LOCK_POLL = 0.005  # seconds between tries for a lock another process holds
+
+Call = tuple[list[str], list[Any]]  # a script's keys and arguments
 
 
 class Held:
@@ -122,6 +126,15 @@ class RedisStateStore:
         self.redis = client
         self._acquire = client.register_script(self.ACQUIRE)
         self._release = client.register_script(self.RELEASE)
+        # Residents taking or letting go of their locks together share one pipeline.
+        self._acquires: Batcher[Call, Any] = Batcher(lambda calls: self._run(self._acquire, calls))
+        self._releases: Batcher[Call, Any] = Batcher(lambda calls: self._run(self._release, calls))
+
+    async def _run(self, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys_, args in calls:
+                await script(keys=keys_, args=args, client=pipe)
+            return await pipe.execute(raise_on_error=False)  # an error is its caller's alone
 
     async def get(self, contact_id: int) -> dict[str, Any] | None:
         raw = await self.redis.get(f"{keys.CONVERSATION}{contact_id}")
@@ -142,7 +155,7 @@ class RedisStateStore:
         token = secrets.token_hex(16)
         deadline = time.monotonic() + LOCK_TTL
         while True:
-            taken = await self._acquire(keys=[lock, conversation], args=[token, LOCK_TTL * 1000])
+            taken = await self._acquires.submit(([lock, conversation], [token, LOCK_TTL * 1000]))
             if taken[0]:
                 break
             if time.monotonic() > deadline:
@@ -152,7 +165,7 @@ class RedisStateStore:
         async def write(state: dict[str, Any] | None, *, release: bool = False) -> None:
             data = json.dumps(state, separators=(",", ":")) if state else ""
             args = [token, data, CONVERSATION_TTL, "1" if release else "0"]
-            if not await self._release(keys=[lock, conversation], args=args):
+            if not await self._releases.submit(([lock, conversation], args)):
                 log.warning("contact %s's lock expired while held; state not written", contact_id)
 
         held = Held(json.loads(taken[1]) if len(taken) > 1 and taken[1] else None, write)
@@ -165,6 +178,8 @@ class RedisStateStore:
         await self.redis.ping()
 
     async def close(self) -> None:
+        await self._acquires.close()
+        await self._releases.close()
         await self.redis.aclose()
 
 
