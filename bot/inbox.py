@@ -241,7 +241,7 @@ class Inbox:
             # The confirmation must reach them before their address is gone.
             for message_id_out in ids:
                 await self.outbox.deliver(message_id_out)
-            await DataRights(self.store).forget(contact, answers=forget.answers)
+            await DataRights(self.store).forget(contact, answers=forget.answers, media=self.media)
             held.state = None
             log.info("contact %s forgotten at their request", contact.pid)
             return False

@@ -34,6 +34,10 @@ class MediaStore:
     def path(self, ref: str) -> Path:
         return self.folder / Path(ref).name
 
+    async def delete(self, ref: str) -> None:
+        """Remove a kept file (a resident asked to be forgotten); gone already is fine."""
+        await asyncio.to_thread(self.path(ref).unlink, missing_ok=True)
+
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

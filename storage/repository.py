@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Text, cast, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from storage.batch import Batcher
+from storage.media import MediaStore
 from storage.models import (
     Answer,
     Consent,
@@ -694,6 +695,19 @@ class DataRights:
         async with self.store.engine.connect() as conn:
             return [ContactInfo(*r) for r in await conn.execute(query.order_by(Contact.id))]
 
+    @staticmethod
+    async def _photos(conn: AsyncConnection, contact_id: int) -> set[str]:
+        rows = await conn.execute(
+            select(Answer.value)
+            .join(Submission, Submission.id == Answer.submission_id)
+            .where(Submission.contact_id == contact_id)
+        )
+        return {
+            v["media"]
+            for (v,) in rows
+            if isinstance(v, dict) and str(v.get("media", "")).startswith("media/")
+        }
+
     async def describe(self, contact: ContactInfo) -> dict[str, Any]:
         """All that is held about one contact, as a resident would be shown it."""
         async with self.store.engine.connect() as conn:
@@ -718,35 +732,49 @@ class DataRights:
             "messages": {direction: count for direction, count in messages},
         }
 
-    async def forget(self, contact: ContactInfo, *, answers: bool) -> None:
+    async def forget(
+        self, contact: ContactInfo, *, answers: bool, media: MediaStore | None = None
+    ) -> None:
         """Remove what points back to the resident: address, name, profile, the message log
         (it holds their words and address) and the pseudonym (a keyed hash of the address).
-        Their answers stay, anonymous, unless `answers`, when everything goes."""
+        Their answers stay, anonymous, unless `answers`, when everything goes — with the
+        photos they sent, from `media`, unless another answer holds the same picture."""
+        photos: set[str] = set()
         async with self.store.engine.begin() as conn:
             await conn.execute(delete(MessageLog).where(MessageLog.contact_id == contact.id))
             if answers:
+                photos = await self._photos(conn, contact.id)
                 await conn.execute(delete(Submission).where(Submission.contact_id == contact.id))
                 await conn.execute(delete(Consent).where(Consent.contact_id == contact.id))
                 await conn.execute(delete(Contact).where(Contact.id == contact.id))
-                return
-            anonymous = uuid.uuid4().hex
-            await conn.execute(
-                update(Submission).where(Submission.contact_id == contact.id).values(cursor={})
-            )
-            await conn.execute(
-                update(Contact)
-                .where(Contact.id == contact.id)
-                .values(
-                    pid="f" + anonymous[:19],
-                    address="forgotten:" + anonymous[:20],
-                    name=None,
-                    language=None,
-                    profile={},
-                    extra={},
-                    opted_out=True,
-                    last_inbound_at=None,
+                for ref in list(photos):
+                    still = await conn.execute(
+                        select(Answer.id).where(cast(Answer.value, Text).contains(ref)).limit(1)
+                    )
+                    if still.first() is not None:
+                        photos.discard(ref)
+            else:
+                anonymous = uuid.uuid4().hex
+                await conn.execute(
+                    update(Submission).where(Submission.contact_id == contact.id).values(cursor={})
                 )
-            )
+                await conn.execute(
+                    update(Contact)
+                    .where(Contact.id == contact.id)
+                    .values(
+                        pid="f" + anonymous[:19],
+                        address="forgotten:" + anonymous[:20],
+                        name=None,
+                        language=None,
+                        profile={},
+                        extra={},
+                        opted_out=True,
+                        last_inbound_at=None,
+                    )
+                )
+        if media is not None:  # once the rows are gone for good
+            for ref in photos:
+                await media.delete(ref)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import select
 
 from adapters.message import Inbound
 from bot.runtime import Runtime
+from storage.media import MediaStore
 from storage.models import Contact, MessageLog, Submission
-from storage.repository import DataRights
+from storage.repository import ContactInfo, DataRights
 
 PHONE = "+5217733333333"
 
@@ -70,3 +73,42 @@ async def test_forget_with_answers_removes_everything(runtime: Runtime) -> None:
         assert (await conn.execute(select(Contact.id))).all() == []
         assert (await conn.execute(select(Submission.id))).all() == []
         assert (await conn.execute(select(MessageLog.id))).all() == []
+
+
+async def test_forgetting_everything_deletes_their_photos_but_not_a_shared_one(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    media = MediaStore(tmp_path / "kept")
+    own = await media.save(b"their street", "image/jpeg")
+    shared = await media.save(b"the same picture twice", "image/jpeg")
+
+    async def reported(address: str, submission: str, photos: list[str]) -> ContactInfo:
+        contact_id, _ = await runtime.store.record_inbound("whatsapp", address, None, "", {})
+        contact = await runtime.store.contact(contact_id)
+        async with runtime.store.changes(contact) as tx:
+            tx.start_submission(submission, "report", 1, "es", None, None)
+            for n, ref in enumerate(photos):
+                tx.save_answer(submission, f"photo{n}", "photo", None, {"media": ref})
+        return contact
+
+    resident = await reported(PHONE, "s-resident", [own, shared])
+    await reported("+5217700000001", "s-neighbour", [shared])
+    await DataRights(runtime.store).forget(resident, answers=True, media=media)
+    assert not media.path(own).exists()
+    assert media.path(shared).exists()  # the neighbour's answer still shows it
+
+
+async def test_forgetting_but_keeping_answers_keeps_their_photos(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    media = MediaStore(tmp_path / "kept")
+    ref = await media.save(b"a pothole", "image/jpeg")
+    contact_id, _ = await runtime.store.record_inbound("whatsapp", PHONE, None, "", {})
+    contact = await runtime.store.contact(contact_id)
+    async with runtime.store.changes(contact) as tx:
+        tx.start_submission("s1", "report", 1, "es", None, None)
+        tx.save_answer("s1", "photo", "photo", None, {"media": ref})
+    await DataRights(runtime.store).forget(contact, answers=False, media=media)
+    assert media.path(ref).exists()
+    [submission] = await runtime.store.submissions()
+    assert submission["answers"]["photo"] == {"media": ref}
