@@ -675,9 +675,11 @@ async def stream_submissions(
                 for sid, question, value, raw, when in found:
                     answers.setdefault(sid, {})[question] = (value, raw, when)
             for r in rows:
-                address, name = r[fixed:] if contacts else (None, None)
+                if not contacts:  # the usual export: no slicing per row
+                    yield ExportRow(*r, answers=answers.get(r[0], {}))
+                    continue
                 yield ExportRow(
-                    *r[:fixed], answers=answers.get(r[0], {}), address=address, name=name
+                    *r[:fixed], answers=answers.get(r[0], {}), address=r[fixed], name=r[fixed + 1]
                 )
 
 
