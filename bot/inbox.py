@@ -236,7 +236,7 @@ class Inbox:
             for prompt in replies:
                 self._queue(tx, contact, prompt, language)
         ids = tx.outbound_ids
-        held.state = after.to_dict() if after.active else None
+        held.state = after.to_dict() if after.active else {}  # idle, and known to be
         if forget is not None:
             # The confirmation must reach them before their address is gone.
             for message_id_out in ids:

@@ -1,5 +1,8 @@
 """Conversation state and per-contact locks: in-process, or Redis for many processes.
 
+A conversation is a dict; `{}` means "known, and idle", while None (nothing stored) means
+"not known here", which sends the inbox to the durable copy.
+
 The store holds a cache of each conversation; the durable copy is the open submission's
 `cursor` in the database, which the inbox falls back to when this store has nothing.
 """
@@ -75,7 +78,7 @@ class MemoryStateStore:
         return json.loads(raw) if raw else None
 
     async def set(self, contact_id: int, data: dict[str, Any] | None) -> None:
-        if data:
+        if data is not None:
             self._data[contact_id] = json.dumps(data)
         else:
             self._data.pop(contact_id, None)
@@ -142,7 +145,7 @@ class RedisStateStore:
 
     async def set(self, contact_id: int, data: dict[str, Any] | None) -> None:
         key = f"{keys.CONVERSATION}{contact_id}"
-        if data:
+        if data is not None:
             await self.redis.set(key, json.dumps(data, separators=(",", ":")), ex=CONVERSATION_TTL)
         else:
             await self.redis.delete(key)
@@ -163,7 +166,7 @@ class RedisStateStore:
             await asyncio.sleep(LOCK_POLL)
 
         async def write(state: dict[str, Any] | None, *, release: bool = False) -> None:
-            data = json.dumps(state, separators=(",", ":")) if state else ""
+            data = json.dumps(state, separators=(",", ":")) if state is not None else ""
             args = [token, data, CONVERSATION_TTL, "1" if release else "0"]
             if not await self._releases.submit(([lock, conversation], args)):
                 log.warning("contact %s's lock expired while held; state not written", contact_id)

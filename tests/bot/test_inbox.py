@@ -181,6 +181,21 @@ async def test_stop_opts_out_until_the_resident_writes_again(rt: Runtime) -> Non
     assert not (await rt.store.contact(received.contact_id)).opted_out  # type: ignore[arg-type]
 
 
+async def test_an_idle_resident_is_known_idle_without_asking_the_database(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rt.inbox.handle(msg(start="kinds", language="en"))
+    received = await rt.inbox.handle(msg("stop"))
+    assert await rt.states.get(received.contact_id) == {}  # type: ignore[arg-type]
+
+    async def no_lookup(contact_id: int) -> None:
+        raise AssertionError("an idle conversation was looked up in the database")
+
+    monkeypatch.setattr(rt.store, "open_cursor", no_lookup)
+    await rt.inbox.handle(msg("hello"))
+    assert await replies(rt)
+
+
 async def test_profile_answers_are_reused_by_later_flows(rt: Runtime) -> None:
     await rt.inbox.handle(msg(start="kinds", language="es"))
     await rt.inbox.handle(msg("2"))
