@@ -275,6 +275,21 @@ class Meter:
         }
 
 
+async def figures(load: Load, meter: Meter, rate: float) -> dict[str, Any]:
+    """One Consulta phase's figures, once every reply it caused is queued."""
+    queued, handled = await queued_latencies(load)
+    return {
+        "msg/s": rate,
+        "handled/s": handled,
+        **meter.read(),
+        "p50 ms": pct(queued, 50),
+        "p99 ms": pct(queued, 99),
+        "http p99 ms": pct(load.answered, 99),
+        "errors": load.errors,
+        "replies queued": f"{len(queued)}/{len(load.sent)}",
+    }
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -351,35 +366,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.aclose()
 
         if not args.only_rate:
-            load = Load(url)
-            meter = Meter(server.pid)
+            load, meter = Load(url), Meter(server.pid)
             rate = await full_speed(load, args.residents, args.seconds, args.limit)
-            queued, handled = await queued_latencies(load)
-            results["consulta full speed"] = {
-                "msg/s": rate,
-                "handled/s": handled,
-                **meter.read(),
-                "p50 ms": pct(queued, 50),
-                "p99 ms": pct(queued, 99),
-                "http p99 ms": pct(load.answered, 99),
-                "errors": load.errors,
-                "replies queued": f"{len(queued)}/{len(load.sent)}",
-            }
+            results["consulta full speed"] = await figures(load, meter, rate)
 
-        load = Load(url)
-        meter = Meter(server.pid)
+        load, meter = Load(url), Meter(server.pid)
         achieved = await fixed_rate(load, args.residents, args.seconds, args.rate)
-        queued, handled = await queued_latencies(load)
-        results[f"consulta at {args.rate:g}/s"] = {
-            "msg/s": achieved,
-            "handled/s": handled,
-            **meter.read(),
-            "p50 ms": pct(queued, 50),
-            "p99 ms": pct(queued, 99),
-            "http p99 ms": pct(load.answered, 99),
-            "errors": load.errors,
-            "replies queued": f"{len(queued)}/{len(load.sent)}",
-        }
+        results[f"consulta at {args.rate:g}/s"] = await figures(load, meter, achieved)
     finally:
         server.terminate()
         server.wait()

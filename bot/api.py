@@ -239,10 +239,7 @@ async def contact(request: web.Request) -> web.Response:
         raise _error(web.HTTPNotFound, "nothing is held about this address")
     if request.method == "DELETE":
         for c in found:
-            await rights.forget(
-                c, answers=request.query.get("answers") == "1", media=_runtime(request).inbox.media
-            )
-            await _runtime(request).states.set(c.id, None)
+            await _runtime(request).forget(c, answers=request.query.get("answers") == "1")
         return web.json_response({"forgotten": len(found)})
     return web.json_response([await rights.describe(c) for c in found], dumps=_dumps)
 

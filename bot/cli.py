@@ -418,8 +418,7 @@ async def _contacts(settings: Settings, args: argparse.Namespace) -> int:
             print(f"would forget {len(found)} contact(s) ({what}); add --yes to do it")
             return 1
         for contact in found:
-            await rights.forget(contact, answers=args.answers, media=runtime.inbox.media)
-            await runtime.states.set(contact.id, None)
+            await runtime.forget(contact, answers=args.answers)
             log.info("forgot contact %s (%s)", contact.pid, what)  # the pseudonym, not the address
         print(f"forgot {len(found)} contact(s): {what}")
         return 0

@@ -20,7 +20,6 @@ from flows.engine import (
     Media,
     Message,
     OptOut,
-    Outcome,
     Prompt,
     RecordConsent,
     Resident,
@@ -216,9 +215,15 @@ class Inbox:
             await self.outbox.enqueue(tx.outbound_ids)
             return True
         after = outcome.conversation
+        # The language this turn settled on, which the contact row shows only from now on.
+        language = next(
+            (e.language for e in reversed(outcome.effects) if isinstance(e, SetLanguage)),
+            contact.language,
+        )
         replies = list(outcome.replies)
         if any(isinstance(e, ShowMyData) for e in outcome.effects):
-            replies.insert(0, Prompt(await self._my_data(contact, outcome)))
+            shown_in = language or self.engine.default_language
+            replies.insert(0, Prompt(await self._my_data(contact, shown_in)))
         forget = next((e for e in outcome.effects if isinstance(e, ForgetMe)), None)
         async with self.store.changes(contact) as tx:
             for effect in outcome.effects:
@@ -228,11 +233,6 @@ class Inbox:
             if after.submission:
                 tx.save_cursor(after.submission, after.to_dict())
             tx.mark_processed(message_id)
-            # The language this turn settled on, which the contact row shows only from now on.
-            language = next(
-                (e.language for e in reversed(outcome.effects) if isinstance(e, SetLanguage)),
-                contact.language,
-            )
             for prompt in replies:
                 self._queue(tx, contact, prompt, language)
         ids = tx.outbound_ids
@@ -248,21 +248,17 @@ class Inbox:
         await self.outbox.enqueue(ids)
         return True
 
-    async def _my_data(self, contact: ContactInfo, outcome: Outcome) -> str:
-        held = await DataRights(self.store).describe(contact)
-        language = next(
-            (e.language for e in reversed(outcome.effects) if isinstance(e, SetLanguage)),
-            contact.language or self.engine.default_language,
-        )
-        profile = ", ".join(f"{k}: {v}" for k, v in held["profile"].items()) or "—"
+    async def _my_data(self, contact: ContactInfo, language: str) -> str:
+        described = await DataRights(self.store).describe(contact)
+        profile = ", ".join(f"{k}: {v}" for k, v in described["profile"].items()) or "—"
         return t(
             language,
             "my-data",
-            name=held["name"] or "—",
-            language=LANGUAGE_NAMES.get(held["language"] or "", "—"),
+            name=described["name"] or "—",
+            language=LANGUAGE_NAMES.get(described["language"] or "", "—"),
             profile=profile,
-            submissions=len(held["submissions"]),
-            answers=sum(len(s["answers"]) for s in held["submissions"]),
+            submissions=len(described["submissions"]),
+            answers=sum(len(s["answers"]) for s in described["submissions"]),
         )
 
     @staticmethod

@@ -20,7 +20,7 @@ from flows.engine import Engine
 from flows.model import Flow
 from storage.db import connect, migrate_async
 from storage.media import MediaStore
-from storage.repository import Groups, Store
+from storage.repository import ContactInfo, DataRights, Groups, Store
 from storage.state import StateStore, open_state_store
 
 __all__ = ["Runtime"]
@@ -107,6 +107,12 @@ class Runtime:
         keys = [found.keys[i] for i in options if 0 <= i < len(found.keys)]
         value = keys if found.multiple else (keys[0] if keys else None)
         await self.groups.record_vote(found, channel, voter, value, provider_id, name)
+
+    async def forget(self, contact: ContactInfo, *, answers: bool) -> None:
+        """A written data-rights request (CLI, staff API): forget the resident, their photos
+        too with `answers`, and the conversation this process's state store holds."""
+        await DataRights(self.store).forget(contact, answers=answers, media=self.inbox.media)
+        await self.states.set(contact.id, None)
 
     async def health(self) -> dict[str, str]:
         """ "ok" or the error, for the database and (when configured) Redis."""

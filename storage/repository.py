@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Text, cast, delete, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from storage.batch import Batcher
@@ -101,8 +100,8 @@ class Store:
         self.engine = engine
         self._secret = secret.encode()
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self.statements = Statements(engine.dialect.name)
+        self._insert = self.statements.insert
         # The hot path: each batcher with a connection of its own (storage/turns.py).
         record, read, write = Lane(engine), Lane(engine, autocommit=True), Lane(engine)
         self._lanes = (record, read, write)

@@ -106,11 +106,11 @@ class Statements:
     """The hot path's statements for one database dialect, built once."""
 
     def __init__(self, dialect: str) -> None:
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.insert = postgresql.insert if dialect == "postgresql" else sqlite.insert  # upserts
 
     @cached_property
     def upsert_contact(self) -> Any:
-        stmt = self._insert(Contact)
+        stmt = self.insert(Contact)
         # Writing again ends an opt-out; the name follows what the channel shows now.
         return stmt.on_conflict_do_update(
             index_elements=["channel", "address"],
@@ -124,7 +124,7 @@ class Statements:
     @cached_property
     def insert_inbound(self) -> Any:
         return (
-            self._insert(MessageLog)
+            self.insert(MessageLog)
             .on_conflict_do_nothing(index_elements=["channel", "direction", "provider_id"])
             .returning(MessageLog.id, MessageLog.channel, MessageLog.provider_id)
         )
@@ -135,7 +135,7 @@ class Statements:
 
     @cached_property
     def upsert_answer(self) -> Any:
-        stmt = self._insert(Answer)
+        stmt = self.insert(Answer)
         return stmt.on_conflict_do_update(
             index_elements=["submission_id", "question"],
             set_={
