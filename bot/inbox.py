@@ -13,6 +13,7 @@ from bot.outbound import Outbox
 from flows.engine import (
     CompleteSubmission,
     Conversation,
+    DeclineSubmission,
     Effect,
     Engine,
     ForgetMe,
@@ -104,6 +105,8 @@ def apply_effect(tx: Changes, effect: Effect) -> None:
             )
         case CompleteSubmission():
             tx.complete_submission(effect.submission)
+        case DeclineSubmission():
+            tx.decline_submission(effect.submission)
         case SetProfile():
             tx.set_profile(effect.field, effect.value)
         case SetLanguage():
@@ -166,31 +169,35 @@ class Inbox:
             await self.process(received.contact_id)
         return received
 
-    async def _keep_photos(self, inbound: Inbound) -> Inbound:
-        """Download photos with the channel's credentials, so answers point to our copy."""
-        channel = self.channels.get(inbound.channel)
-        if channel is None or self.media is None or not inbound.attachments:
-            return inbound
-        kept = []
-        for attachment in inbound.attachments:
-            if attachment.content_type.startswith("image/") and not self.media.holds(
-                attachment.url
-            ):
-                try:
-                    data = await channel.fetch_media(attachment)
-                    ref = await self.media.save(data, attachment.content_type)
-                    attachment = Attachment(ref, attachment.content_type)
-                except Exception:
-                    # Keep the provider's reference: the answer is still recorded, and staff
-                    # can fetch it later; a resident is never asked twice for a photo.
-                    log.warning("could not keep a photo from %s", inbound.channel, exc_info=True)
-            kept.append(attachment)
-        return replace(inbound, attachments=tuple(kept))
+    async def _keep_photos(self, channel_name: str, effects: list[Effect]) -> list[Effect]:
+        """Download the photos that became answers — so only with the resident's consent, which
+        the engine requires before any answer — with the channel's credentials, so answers
+        point to our copy."""
+        channel = self.channels.get(channel_name)
+        if channel is None or self.media is None:
+            return effects
+        kept: list[Effect] = []
+        for effect in effects:
+            value = effect.value if isinstance(effect, SaveAnswer) else None
+            if isinstance(value, dict) and isinstance(value.get("media"), str):
+                ref, content_type = value["media"], str(value.get("content_type") or "")
+                if not self.media.holds(ref):
+                    try:
+                        data = await channel.fetch_media(Attachment(ref, content_type))
+                        saved = await self.media.save(data, content_type)
+                        effect = replace(effect, value={**value, "media": saved})
+                    except Exception as exc:
+                        # Keep the provider's reference: the answer is still recorded, and
+                        # staff can fetch it later; a resident is never asked twice for a photo.
+                        log.warning(
+                            "could not keep a photo from %s: %s", channel_name, type(exc).__name__
+                        )
+            kept.append(effect)
+        return kept
 
     async def _handle(self, held: Held, view: InboxView, message_id: int, inbound: Inbound) -> bool:
         """Run one message through the engine and write all it changed. False: the resident
         had themselves forgotten, so nothing of theirs is left to handle."""
-        inbound = await self._keep_photos(inbound)
         contact, contact_id = view.contact, view.contact.id
         data = held.state
         if data is None:  # this process restarted, or Redis was flushed: the durable copy
@@ -215,6 +222,7 @@ class Inbox:
             await self.outbox.enqueue(tx.outbound_ids)
             return True
         after = outcome.conversation
+        effects = await self._keep_photos(inbound.channel, outcome.effects)
         # The language this turn settled on, which the contact row shows only from now on.
         language = next(
             (e.language for e in reversed(outcome.effects) if isinstance(e, SetLanguage)),
@@ -226,8 +234,10 @@ class Inbox:
             replies.insert(0, Prompt(await self._my_data(contact, shown_in)))
         forget = next((e for e in outcome.effects if isinstance(e, ForgetMe)), None)
         async with self.store.changes(contact) as tx:
-            for effect in outcome.effects:
+            for effect in effects:
                 apply_effect(tx, effect)
+                if isinstance(effect, RecordConsent) and effect.given and inbound.name:
+                    tx.set_name(inbound.name)  # the name the channel shows: only with consent
             if before.submission and before.submission != after.submission:
                 tx.save_cursor(before.submission, {})  # left behind: not to be resumed
             if after.submission:

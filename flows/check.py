@@ -17,6 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from flows.engine import declined_target
 from flows.model import (
     LANGUAGES,
     Flow,
@@ -144,6 +145,7 @@ def _meaning_problems(flow: Flow) -> list[Problem]:
         if state.kind is Kind.SCALE and (state.min or 1) >= (state.max or 5):
             report(state.lines.get("max", state.line), f"{where}: max must be above min")
 
+    problems.extend(_consent_problems(flow))
     reachable = _reachable(flow)
     for state in states.values():
         if state.name not in reachable:
@@ -195,11 +197,72 @@ def _check_conditions(state: State, where: str, report) -> None:  # type: ignore
                 report(transition.line, f"{where}: condition on {value!r}, which is not a choice")
 
 
-def _reachable(flow: Flow) -> set[str]:
-    seen, todo = set(), [flow.start]
+def _consent_problems(flow: Flow) -> list[Problem]:
+    """Nothing about a resident is kept for a survey they have not said yes to: a flow that
+    asks anything asks for consent first, a "no" asks nothing more, and consent is never
+    skipped."""
+    problems: list[Problem] = []
+    consents = [s for s in flow.states.values() if s.kind is Kind.CONSENT]
+    questions = [s for s in flow.states.values() if s.kind.waits and s.kind is not Kind.CONSENT]
+    if questions and not consents:
+        line = flow.lines.get("start", flow.line or 1)
+        problems.append(
+            Problem(
+                flow.path,
+                line,
+                "this flow asks questions but never for consent: start it with a `consent` "
+                "question (nothing may be kept before a yes)",
+            )
+        )
+        return problems
+    before = _reachable(flow, stop_at={s.name for s in consents})
+    for state in questions:
+        if state.name in before:
+            problems.append(
+                Problem(
+                    flow.path,
+                    state.line,
+                    f"state {state.name!r} asks a question before consent: ask for consent first",
+                )
+            )
+    for state in consents:
+        where = f"state {state.name!r}"
+        if "on_fail" in state.lines and state.on_fail == "skip":
+            problems.append(
+                Problem(
+                    flow.path,
+                    state.lines["on_fail"],
+                    f"{where}: consent cannot be skipped (on_fail: skip); without a yes the flow "
+                    "ends",
+                )
+            )
+        declined = declined_target(state)
+        after_no = _reachable(flow, start=declined) if declined else set()
+        asked = sorted(n for n in after_no if flow.states[n].kind.waits)
+        if asked:
+            line = next(
+                (t.line for t in state.next if t.goto == declined), state.lines.get("next", 0)
+            )
+            problems.append(
+                Problem(
+                    flow.path,
+                    line or state.line,
+                    f'{where}: a "no" must lead to an end, but it goes on to ask {asked[0]!r}',
+                )
+            )
+    return problems
+
+
+def _reachable(
+    flow: Flow, *, start: str | None = None, stop_at: frozenset[str] | set[str] = frozenset()
+) -> set[str]:
+    """The states reachable from `start` (the flow's own by default), not going past
+    `stop_at` states (which are not included)."""
+    seen: set[str] = set()
+    todo = [flow.start if start is None else start]
     while todo:
         name = todo.pop()
-        if name in seen or name not in flow.states:
+        if name in seen or name not in flow.states or name in stop_at:
             continue
         seen.add(name)
         todo.extend(t.goto for t in flow.states[name].next)

@@ -24,6 +24,7 @@ __all__ = [
     # effects
     "CompleteSubmission",
     "Conversation",
+    "DeclineSubmission",
     "Engine",
     "Location",
     "Media",
@@ -39,6 +40,7 @@ __all__ = [
     "SetProfile",
     "ShowMyData",
     "StartSubmission",
+    "declined_target",
 ]
 
 # --- what comes in -----------------------------------------------------------------------
@@ -155,6 +157,14 @@ class CompleteSubmission:
 
 
 @dataclass(frozen=True)
+class DeclineSubmission:
+    """The resident did not say yes to the consent question: the submission keeps nothing but
+    the refusal (its answers, if any were given before going back to consent, are dropped)."""
+
+    submission: str
+
+
+@dataclass(frozen=True)
 class SetProfile:
     field: str
     value: Any
@@ -192,7 +202,7 @@ class ForgetMe:
 
 Effect = (
     StartSubmission | SaveAnswer | CompleteSubmission | SetProfile | SetLanguage | RecordConsent
-) | (OptOut | ShowMyData | ForgetMe)
+) | (DeclineSubmission | OptOut | ShowMyData | ForgetMe)
 
 
 @dataclass
@@ -613,11 +623,7 @@ class Engine:
                 continue
             known = turn.profile.get(state.profile) if state.profile else None
             if known is not None and not ask:
-                turn.effects.append(
-                    SaveAnswer(
-                        turn.conv.submission or "", state.question_key, state.name, None, known
-                    )
-                )
+                turn.save_answer(flow, state, None, known)
                 name = self._next(state, known, turn.profile)
                 continue
             turn.replies.append(self._prompt(turn, flow, state))
@@ -651,6 +657,10 @@ class Engine:
             if problem.counts:
                 conv.retries += 1
             if conv.retries > state.retries:
+                if state.kind is Kind.CONSENT:
+                    # Consent is never skipped, whatever `on_fail` says: no clear yes is a no.
+                    self._decline(turn, flow, state, unclear=True)
+                    return
                 if state.on_fail == "end":
                     turn.reply(t(turn.lang, "ended-after-retries"))
                     turn.conv = Conversation()
@@ -661,24 +671,33 @@ class Engine:
                 return
             turn.reply(t(turn.lang, problem.msgid, **problem.params))
             return
+        if state.kind is Kind.CONSENT and value is not True:
+            self._decline(turn, flow, state)
+            return
+        conv.history.append(state.name)
         if value is not _SKIPPED:
-            turn.effects.append(
-                SaveAnswer(conv.submission or "", state.question_key, state.name, _raw(msg), value)
-            )
-            if state.profile:
-                turn.set_profile(state.profile, value)
+            turn.save_answer(flow, state, _raw(msg), value)
             if state.kind is Kind.CONSENT:
                 turn.effects.append(
-                    RecordConsent(conv.submission or "", flow.id, value, state.notice_version)
+                    RecordConsent(conv.submission or "", flow.id, True, state.notice_version)
                 )
-        conv.history.append(state.name)
-        if state.kind is Kind.CONSENT and value is False and not state.next[1:]:
-            turn.reply(t(turn.lang, "consent-declined"))
-            self._finish(turn)
-            return
         self._enter(
             turn, flow, self._next(state, None if value is _SKIPPED else value, turn.profile)
         )
+
+    def _decline(self, turn: _Turn, flow: Flow, state: State, *, unclear: bool = False) -> None:
+        """End the flow keeping nothing but the refusal. A flow whose "no" leads straight to an
+        end says its own words; an answer that never became a yes or a no gets ours."""
+        submission = turn.conv.submission or ""
+        turn.effects.append(RecordConsent(submission, flow.id, False, state.notice_version))
+        texts = [] if unclear else _declined_texts(flow, state)
+        for text in texts:
+            turn.reply(self._render(turn, flow, text))
+        if not texts:
+            turn.reply(t(turn.lang, "consent-unclear" if unclear else "consent-declined"))
+        if submission:
+            turn.effects.append(DeclineSubmission(submission))
+        turn.conv = Conversation()
 
     def _parse(self, state: State, msg: Message) -> Any:
         kind, text, norm = state.kind, (msg.text or "").strip(), normalise(msg.text)
@@ -804,6 +823,23 @@ class _Turn:
         self.profile[name] = value
         self.effects.append(SetProfile(name, value))
 
+    def save_answer(self, flow: Flow, state: State, raw: str | None, value: Any) -> None:
+        """Keep an answer (and the profile field it fills) — never before the flow's consent
+        question has had its yes, even in a flow that `flows check` would refuse."""
+        if not (state.kind is Kind.CONSENT or self.consented(flow)):
+            return
+        self.effects.append(
+            SaveAnswer(self.conv.submission or "", state.question_key, state.name, raw, value)
+        )
+        if state.profile:
+            self.set_profile(state.profile, value)
+
+    def consented(self, flow: Flow) -> bool:
+        """Whether this submission may keep answers: a flow without a consent question keeps
+        them (`flows check` refuses such a flow); otherwise its yes is in the history."""
+        asks = [name for name, s in flow.states.items() if s.kind is Kind.CONSENT]
+        return not asks or any(name in self.conv.history for name in asks)
+
     def reply(self, text: str, options: tuple[Option, ...] = ()) -> None:
         self.replies.append(Prompt(text, options))
 
@@ -859,6 +895,27 @@ def _match_choices(state: State, text: str | None) -> list[str]:
     if state.max_choices and len(keys) > state.max_choices:
         raise _Invalid("reprompt-multiple", max=len(state.choices))
     return keys
+
+
+def declined_target(state: State) -> str | None:
+    """Where a consent question's explicit branch on "no" leads (None: it has none)."""
+    return Engine._next(replace(state, next=tuple(t for t in state.next if t.when)), False, {})
+
+
+def _declined_texts(flow: Flow, state: State) -> list[Mapping[str, str]]:
+    """What the flow says on a "no" to consent, when that leads through messages to an end
+    and asks nothing more (`flows check` requires it); else nothing: the engine has its own."""
+    texts: list[Mapping[str, str]] = []
+    name = declined_target(state)
+    for _ in range(len(flow.states)):
+        found = flow.states.get(name or "")
+        if found is None or found.kind.waits:
+            return []
+        texts.append(found.text)
+        if found.kind is Kind.END:
+            return texts
+        name = Engine._next(found, None, {})
+    return []
 
 
 def _reprompt_id(state: State) -> str:

@@ -589,6 +589,8 @@ def _export_filters(
     where: list[Any] = [Submission.flow_id == flow_id]
     if status != "all":
         where.append(Submission.status == status)
+    else:  # a declined submission holds nothing to export: only the refusal
+        where.append(Submission.status != "declined")
     if since is not None:
         where.append(Submission.started_at >= since)
     if until is not None:
@@ -860,13 +862,14 @@ async def summary(
 ) -> dict[str, Any]:
     """Participation figures for a dashboard: totals, breakdowns and answer distributions,
     with every breakdown cell under SUPPRESS_BELOW residents shown as "<5"."""
-    where = [Submission.flow_id == flow_id, Submission.channel.not_in(list(channels_excluded))]
+    flow = [Submission.flow_id == flow_id, Submission.channel.not_in(list(channels_excluded))]
+    where = [*flow, Submission.status != "declined"]  # a refusal is counted, never broken down
     async with store.engine.connect() as conn:
         totals = dict(
             (
                 await conn.execute(
                     select(Submission.status, func.count())
-                    .where(*where)
+                    .where(*flow)
                     .group_by(Submission.status)
                 )
             ).all()
@@ -901,6 +904,7 @@ async def summary(
                     target[str(v)] += 1
                     if question in profile:
                         profile[question][str(v)] += 1
+    declined = totals.pop("declined", 0)
     started = sum(totals.values())
     completed = totals.get("complete", 0)
     for question in BREAKDOWN_QUESTIONS:
@@ -910,6 +914,7 @@ async def summary(
         "started": started,
         "completed": completed,
         "completion_rate": round(completed / started, 3) if started else None,
+        "declined": declined,
         "breakdowns": breakdowns,
         "answers": {q: _suppressed(distributions.get(q, Counter())) for q in choice_questions},
     }

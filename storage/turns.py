@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -111,14 +111,11 @@ class Statements:
     @cached_property
     def upsert_contact(self) -> Any:
         stmt = self.insert(Contact)
-        # Writing again ends an opt-out; the name follows what the channel shows now.
+        # Writing again ends an opt-out. The name the channel shows is kept only once the
+        # resident says yes to a consent question (`Changes.set_name`), not on arrival.
         return stmt.on_conflict_do_update(
             index_elements=["channel", "address"],
-            set_={
-                "last_inbound_at": stmt.excluded.last_inbound_at,
-                "opted_out": False,
-                "name": func.coalesce(stmt.excluded.name, Contact.name),
-            },
+            set_={"last_inbound_at": stmt.excluded.last_inbound_at, "opted_out": False},
         ).returning(Contact.id, Contact.channel, Contact.address)
 
     @cached_property
@@ -165,6 +162,38 @@ class Statements:
             update(Submission)
             .where(Submission.id == bindparam("b_id"), Submission.status == "partial")
             .values(cursor=bindparam("b_cursor"), updated_at=bindparam("b_now"))
+        )
+
+    @cached_property
+    def decline_submission(self) -> Any:
+        return (
+            update(Submission)
+            .where(Submission.id == bindparam("b_id"))
+            .values(status="declined", cursor={}, updated_at=bindparam("b_now"))
+        )
+
+    @cached_property
+    def drop_answers(self) -> Any:
+        return delete(Answer).where(Answer.submission_id == bindparam("b_id"))
+
+    @cached_property
+    def redact_declined(self) -> Any:
+        # The resident's words since the declined submission began (the message that started
+        # it was processed in the same turn, so at the same time): only the refusal remains.
+        started = (
+            select(Submission.started_at)
+            .where(Submission.id == bindparam("b_id"))
+            .scalar_subquery()
+        )
+        return (
+            update(MessageLog)
+            .where(
+                MessageLog.contact_id == bindparam("b_contact"),
+                MessageLog.direction == "in",
+                MessageLog.status == "processed",
+                MessageLog.updated_at >= started,
+            )
+            .values(body=None, payload={})
         )
 
     @cached_property
@@ -273,7 +302,7 @@ async def record_in(
             "pid": store.pseudonym(r.channel, r.address),
             "channel": r.channel,
             "address": r.address,
-            "name": r.name or (known["name"] if known else None),
+            "name": None,  # kept only once they consent (Changes.set_name)
             "profile": {},
             "extra": r.extra or (known["extra"] if known else {}),
             "opted_out": False,
@@ -369,6 +398,7 @@ class Changes:
     _answers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _consents: list[dict[str, Any]] = field(default_factory=list)
     _completed: list[str] = field(default_factory=list)
+    _declined: list[str] = field(default_factory=list)
     _cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
     _processed: list[int] = field(default_factory=list)
     _outbound: list[dict[str, Any]] = field(default_factory=list)
@@ -415,12 +445,20 @@ class Changes:
     def complete_submission(self, submission_id: str) -> None:
         self._completed.append(submission_id)
 
+    def decline_submission(self, submission_id: str) -> None:
+        """No consent: the submission keeps only the refusal — no answers, and the resident's
+        messages since it began are blanked in the log."""
+        self._declined.append(submission_id)
+
     def save_cursor(self, submission_id: str, cursor: dict[str, Any]) -> None:
         self._cursors[submission_id] = cursor
 
     def set_profile(self, name: str, value: Any) -> None:
         profile = self._contact_values.get("profile", self.contact.profile)
         self._contact_values["profile"] = {**profile, name: value}
+
+    def set_name(self, name: str) -> None:
+        self._contact_values["name"] = name[:128]
 
     def set_language(self, language: str) -> None:
         self._contact_values["language"] = language
@@ -501,6 +539,15 @@ async def _write(store: Store, conn: AsyncConnection, turns: Sequence[Changes]) 
     await _many(
         conn, sql.mark_processed, [{"b_id": m, "b_now": t.now} for t in turns for m in t._processed]
     )
+    declined = [(s, t) for t in turns for s in t._declined]
+    if declined:  # after mark_processed: the refusal's own message is blanked too
+        await _many(conn, sql.drop_answers, [{"b_id": s} for s, _ in declined])
+        await _many(
+            conn, sql.redact_declined, [{"b_id": s, "b_contact": t.contact.id} for s, t in declined]
+        )
+        await _many(
+            conn, sql.decline_submission, [{"b_id": s, "b_now": t.now} for s, t in declined]
+        )
     outbound = [o for t in turns for o in t._outbound]
     ids = []
     if outbound:

@@ -195,6 +195,7 @@ async def test_a_photo_is_fetched_with_get_file_and_kept(
     resident: Resident, rt: Runtime, double: TelegramDouble
 ) -> None:
     await resident.say("/start reporte")
+    await resident.press(0)  # consent: yes
     await resident.press(3)
     await resident.share_location(20.11, -98.72)
     await resident.say("Bache frente al mercado")

@@ -176,6 +176,7 @@ async def test_a_report_with_a_photo_downloaded_with_the_account_credentials(
     phone: Phone, rt: Runtime, double: TwilioDouble
 ) -> None:
     await phone.say("reporte")
+    await phone.say("sí")
     await phone.say("4")
     await phone.say(Latitude="20.12", Longitude="-98.73")
     assert "foto" in await phone.say("Bache enorme frente a la escuela")
@@ -203,6 +204,9 @@ async def test_profile_name_and_whatsapp_id_are_kept_on_the_contact(
     phone: Phone, rt: Runtime
 ) -> None:
     await phone.say("hola")
+    contact = await rt.store.find_contact("whatsapp", RESIDENT)
+    assert contact is not None and contact.name is None  # not before she consents
+    await phone.say("sí")
     contact = await rt.store.find_contact("whatsapp", RESIDENT)
     assert contact is not None and contact.name == "Doña Lupe"
     async with rt.store._sessions() as session:

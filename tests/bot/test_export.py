@@ -18,9 +18,12 @@ ANA, BRUNO = "+5217711111111", "+5217722222222"
 FORMULA = '=HYPERLINK("http://example.com","clic")'
 
 
+NAMES = {ANA: "Ana Pérez"}  # the name WhatsApp shows with each of her messages
+
+
 async def say(rt: Runtime, address: str, *texts: str, channel: str = "whatsapp") -> None:
     for text in texts:
-        await rt.inbox.handle(Inbound(channel, address, text=text))
+        await rt.inbox.handle(Inbound(channel, address, text=text, name=NAMES.get(address)))
 
 
 @pytest.fixture
@@ -34,7 +37,7 @@ async def data(runtime: Runtime) -> Runtime:
     await rt.inbox.handle(Inbound("whatsapp", BRUNO, start="priorities", language="fr"))
     await say(rt, BRUNO, "1", "3")  # stops half-way
     await rt.inbox.handle(Inbound("simulator", "staffpreview1", start="priorities", language="es"))
-    await say(rt, "staffpreview1", "2", channel="simulator")  # a staff preview, declined
+    await say(rt, "staffpreview1", "1", channel="simulator")  # a staff preview, half-way
     return rt
 
 

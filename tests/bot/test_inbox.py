@@ -56,6 +56,12 @@ def msg(text: str | None = None, *, address: str = "+5213312345678", **kwargs: o
     return Inbound(CHANNEL, address, text=text, **kwargs)  # type: ignore[arg-type]
 
 
+async def begin(rt: Runtime, language: str, **kwargs: object) -> None:
+    """Open the test flow and say yes to its consent question."""
+    await rt.inbox.handle(msg(start="kinds", language=language, **kwargs))
+    await rt.inbox.handle(msg("sí", **kwargs))
+
+
 async def replies(rt: Runtime, address: str = "+5213312345678") -> list[str]:
     return [
         body or ""
@@ -65,7 +71,7 @@ async def replies(rt: Runtime, address: str = "+5213312345678") -> list[str]:
 
 
 async def test_a_whole_flow_is_stored_answer_by_answer(rt: Runtime) -> None:
-    await rt.inbox.handle(msg(start="kinds", language="es"))
+    await begin(rt, "es")
     for text in ("1", "2", "si", "4", "7"):
         await rt.inbox.handle(msg(text))
     await rt.inbox.handle(msg(place=Place(20.1, -98.75, "Plaza Juárez")))
@@ -76,6 +82,7 @@ async def test_a_whole_flow_is_stored_answer_by_answer(rt: Runtime) -> None:
     [done] = await rt.store.submissions()
     assert done["status"] == "complete" and done["flow"] == "kinds" and done["version"] == 1
     assert done["answers"] == {
+        "consent": True,
         "age": "young",
         "likes": ["light"],
         "agree": True,
@@ -91,14 +98,15 @@ async def test_a_whole_flow_is_stored_answer_by_answer(rt: Runtime) -> None:
 async def test_replies_leave_through_the_outbox(rt: Runtime) -> None:
     recorder = rt.outbox.senders[CHANNEL]
     assert isinstance(recorder, Recorder)
-    await rt.inbox.handle(msg(start="kinds", language="en"))
+    await begin(rt, "en")
     stop = asyncio.Event()
-    sending = asyncio.create_task(rt.outbox.run(stop, concurrency=2))
+    # One sender, so the two turns' replies leave in the order they were queued.
+    sending = asyncio.create_task(rt.outbox.run(stop, concurrency=1))
     await rt.queue.join()
     stop.set()
     await sending
-    assert [m.text.split("\n")[0] for m in recorder.sent] == ["Hello", "Age"]
-    assert [b.payload for b in recorder.sent[1].buttons] == ["age:young", "age:older"]
+    assert [m.text.split("\n")[0] for m in recorder.sent] == ["Hello", "Do you agree?", "Age"]
+    assert [b.payload for b in recorder.sent[2].buttons] == ["age:young", "age:older"]
     async with rt.store._sessions() as session:
         statuses = (
             await session.execute(
@@ -107,7 +115,7 @@ async def test_replies_leave_through_the_outbox(rt: Runtime) -> None:
                 )
             )
         ).all()
-    assert statuses == [("sent", "p1"), ("sent", "p2")]
+    assert statuses == [("sent", "p1"), ("sent", "p2"), ("sent", "p3")]
 
 
 async def test_a_retried_webhook_is_processed_once(rt: Runtime) -> None:
@@ -115,7 +123,7 @@ async def test_a_retried_webhook_is_processed_once(rt: Runtime) -> None:
     first = await rt.inbox.handle(msg("1", provider_id="SM2"))
     again = await rt.inbox.handle(msg("1", provider_id="SM2"))
     assert not first.duplicate and again.duplicate
-    assert len(await replies(rt)) == 3  # Hola, Edad, Gustos: one reply to SM2
+    assert len(await replies(rt)) == 3  # Hola, ¿Aceptas?, Edad: one reply to SM2
 
 
 async def test_a_retry_after_a_restart_is_still_processed_once(test_settings: Settings) -> None:
@@ -131,7 +139,7 @@ async def test_a_retry_after_a_restart_is_still_processed_once(test_settings: Se
 
 async def test_killing_the_process_mid_survey_loses_nothing(test_settings: Settings) -> None:
     first = await open_runtime(test_settings)
-    await first.inbox.handle(msg(start="kinds", language="fr"))
+    await begin(first, "fr")
     await first.inbox.handle(msg("1"))
     await first.inbox.handle(msg("1 2"))
     await first.store.close()  # no goodbye: the process state is simply gone
@@ -141,7 +149,12 @@ async def test_killing_the_process_mid_survey_loses_nothing(test_settings: Setti
     try:
         await second.inbox.handle(msg("oui"))
         [sub] = await second.store.submissions()
-        assert sub["answers"] == {"age": "young", "likes": ["water", "light"], "agree": True}
+        assert sub["answers"] == {
+            "consent": True,
+            "age": "young",
+            "likes": ["water", "light"],
+            "agree": True,
+        }
         assert (await replies(second))[-1].startswith("Note")  # the next question, in French
     finally:
         await second.close()
@@ -155,7 +168,7 @@ async def test_one_residents_messages_are_handled_in_order_across_processes(
     a = await open_runtime(test_settings)
     b = await open_runtime(test_settings) if test_settings.redis_url else a
     try:
-        await a.inbox.handle(msg(start="kinds", language="es"))
+        await begin(a, "es")
         first = await a.inbox.receive(msg("1", provider_id="m1"))
         second = await b.inbox.receive(msg("3", provider_id="m2"))
         assert first.contact_id == second.contact_id is not None
@@ -164,8 +177,8 @@ async def test_one_residents_messages_are_handled_in_order_across_processes(
         )
         [sub] = await a.store.submissions()
         # "1" answered the age question and "3" the next one — never both the same question.
-        assert sub["answers"] == {"age": "young", "likes": ["parks"]}
-        assert len(await replies(a)) == 4
+        assert sub["answers"] == {"consent": True, "age": "young", "likes": ["parks"]}
+        assert len(await replies(a)) == 5
     finally:
         await a.close()
         if b is not a:
@@ -197,14 +210,15 @@ async def test_an_idle_resident_is_known_idle_without_asking_the_database(
 
 
 async def test_profile_answers_are_reused_by_later_flows(rt: Runtime) -> None:
-    await rt.inbox.handle(msg(start="kinds", language="es"))
+    await begin(rt, "es")
     await rt.inbox.handle(msg("2"))
     await rt.inbox.handle(msg("stop"))
-    received = await rt.inbox.handle(msg(start="kinds"))
+    await rt.inbox.handle(msg(start="kinds"))
+    received = await rt.inbox.handle(msg("sí"))
     contact = await rt.store.contact(received.contact_id)  # type: ignore[arg-type]
     assert contact.profile == {"age_group": "older"} and contact.language == "es"
     subs = await rt.store.submissions()
-    assert len(subs) == 2 and subs[1]["answers"] == {"age": "older"}
+    assert len(subs) == 2 and subs[1]["answers"] == {"consent": True, "age": "older"}
     assert (await replies(rt))[-1].startswith("Gustos")  # the age question was skipped
 
 
@@ -254,7 +268,7 @@ async def test_a_bug_in_the_engine_does_not_wedge_the_inbox(
     def broken(*args: object) -> None:
         raise RuntimeError("a bug")
 
-    await rt.inbox.handle(msg(start="kinds", language="es"))
+    await begin(rt, "es")
     monkeypatch.setattr(rt.engine, "handle", broken)
     received = await rt.inbox.handle(msg("1"))
     assert (await replies(rt))[-1] == t("es", "not-understood")
@@ -266,19 +280,19 @@ async def test_a_bug_in_the_engine_does_not_wedge_the_inbox(
 
 
 async def test_a_resident_sees_what_is_held_about_them(rt: Runtime) -> None:
-    await rt.inbox.handle(msg(start="kinds", language="es", name="Rosa"))
+    await begin(rt, "es", name="Rosa")
     await rt.inbox.handle(msg("2"))
     await rt.inbox.handle(msg("mis datos"))
     summary, question = (await replies(rt))[-2:]
     assert "Nombre: Rosa" in summary and "age_group: older" in summary
-    assert "Participaciones: 1 (1 respuestas)" in summary and question.startswith("Gustos")
+    assert "Participaciones: 1 (2 respuestas)" in summary and question.startswith("Gustos")
 
 
 @pytest.mark.parametrize(("answer", "kept"), [("1", True), ("2", False)])
 async def test_a_resident_who_asks_to_be_forgotten_is(rt: Runtime, answer: str, kept: bool) -> None:
     recorder = rt.outbox.senders[CHANNEL]
     assert isinstance(recorder, Recorder)
-    await rt.inbox.handle(msg(start="kinds", language="es", name="Rosa"))
+    await begin(rt, "es", name="Rosa")
     received = await rt.inbox.handle(msg("1"))
     await rt.inbox.handle(msg("borrar mis datos"))
     await rt.inbox.handle(msg(answer))
@@ -287,5 +301,5 @@ async def test_a_resident_who_asks_to_be_forgotten_is(rt: Runtime, answer: str, 
     # ...and nothing points back to the resident any more.
     assert await rt.store.find_contact(CHANNEL, "+5213312345678") is None
     subs = await rt.store.submissions()
-    assert ([s["answers"] for s in subs] == [{"age": "young"}]) is kept
+    assert ([s["answers"] for s in subs] == [{"consent": True, "age": "young"}]) is kept
     assert await rt.states.get(received.contact_id) is None  # type: ignore[arg-type]

@@ -36,9 +36,15 @@ async def test_a_conversation_through_the_api(client: TestClient, runtime: Runti
         "/simulator/api/send", json={"session": SESSION, "start": "report", "language": "en"}
     )
     assert response.status == 200
-    [first, question] = (await response.json())["messages"]
+    [first, consent] = (await response.json())["messages"]
     assert first["direction"] == "in"
-    assert question["text"].startswith("Let's record your report")
+    assert consent["text"].startswith("Let's record your report")
+    assert consent["buttons"][0] == {"payload": "consent:1", "title": "Yes"}
+    agreed = await client.post(
+        "/simulator/api/send",
+        json={"session": SESSION, "payload": "consent:1", "after": consent["id"]},
+    )
+    [_, question] = (await agreed.json())["messages"]
     assert question["buttons"][0] == {"payload": "category:water_leak", "title": "Water leak"}
     reply = await client.post(
         "/simulator/api/send",

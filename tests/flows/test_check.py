@@ -15,7 +15,7 @@ GOOD = """\
 id: tiny
 version: 1
 title: {es: Mini, en: Tiny, fr: Petit}
-start: ask
+start: consent
 states:
   ask:
     type: single_choice
@@ -30,6 +30,10 @@ states:
   bye:
     type: end
     text: {es: Adiós, en: Bye, fr: Au revoir}
+  consent:
+    type: consent
+    text: {es: Acepto, en: Agreed, fr: Accord}
+    next: ask
 """
 
 
@@ -90,13 +94,15 @@ def test_unknown_target_state(tmp_path: Path) -> None:
 
 
 def test_unknown_start_state(tmp_path: Path) -> None:
-    source = GOOD.replace("start: ask", "start: begin")
+    source = GOOD.replace("start: consent", "start: begin")
     assert "flow.yaml:4: start: unknown state 'begin'" in problems_of(tmp_path, source)
 
 
 def test_unreachable_state(tmp_path: Path) -> None:
     source = GOOD + "  lost:\n    type: end\n    text: {es: a, en: b, fr: c}\n"
-    assert problems_of(tmp_path, source) == ["flow.yaml:19: state 'lost' is unreachable from 'ask'"]
+    assert problems_of(tmp_path, source) == [
+        "flow.yaml:23: state 'lost' is unreachable from 'consent'"
+    ]
 
 
 def test_a_state_with_no_way_to_the_end(tmp_path: Path) -> None:
@@ -108,8 +114,8 @@ def test_a_state_with_no_way_to_the_end(tmp_path: Path) -> None:
         "  loop_again:\n    type: text\n    text: {es: a, en: b, fr: c}\n    next: loop\n"
     )
     assert problems_of(tmp_path, source) == [
-        "flow.yaml:19: state 'loop' has no way to an end state",
-        "flow.yaml:23: state 'loop_again' has no way to an end state",
+        "flow.yaml:23: state 'loop' has no way to an end state",
+        "flow.yaml:27: state 'loop_again' has no way to an end state",
     ]
 
 
@@ -122,7 +128,7 @@ def test_missing_translation(tmp_path: Path) -> None:
 
 def test_missing_translation_of_the_title_and_keywords(tmp_path: Path) -> None:
     source = GOOD.replace("title: {es: Mini, en: Tiny, fr: Petit}", "title: {es: Mini, fr: Petit}")
-    source = source.replace("start: ask", "keywords: {es: [mini]}\nstart: ask")
+    source = source.replace("start: consent", "keywords: {es: [mini]}\nstart: consent")
     assert problems_of(tmp_path, source) == [
         "flow.yaml:3: title: missing translation: en",
         "flow.yaml:4: keywords: missing translation: en",
@@ -183,7 +189,7 @@ def test_a_profile_question_of_the_wrong_kind(tmp_path: Path) -> None:
 
 
 def test_duplicate_flow_ids_and_deep_links_across_files(tmp_path: Path) -> None:
-    linked = GOOD.replace("start: ask", "deep_link: mini\nstart: ask")
+    linked = GOOD.replace("start: consent", "deep_link: mini\nstart: consent")
     (tmp_path / "a.yaml").write_text(linked, encoding="utf-8")
     (tmp_path / "b.yaml").write_text(linked, encoding="utf-8")
     problems = [str(p).removeprefix(f"{tmp_path}/") for p in check_paths([tmp_path])[1]]
@@ -199,7 +205,8 @@ def test_load_library_refuses_with_every_problem(tmp_path: Path) -> None:
     )
     with pytest.raises(FlowCheckError) as caught:
         load_library([tmp_path])
-    assert len(caught.value.problems) == 4  # two unknown targets, so no end, and "bye" unreachable
+    # two unknown targets, so neither "ask" nor "consent" before it can end; "bye" unreachable
+    assert len(caught.value.problems) == 5
     assert "bad.yaml:13: state 'ask': unknown target state 'x'" in str(caught.value)
 
 
@@ -207,6 +214,52 @@ def test_main_prints_and_exits(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "good.yaml").write_text(GOOD, encoding="utf-8")
     assert main([str(tmp_path / "good.yaml")]) == 0
     assert "1 flow OK: tiny" in capsys.readouterr().out
-    (tmp_path / "bad.yaml").write_text(GOOD.replace("start: ask", "start: nope"), encoding="utf-8")
+    (tmp_path / "bad.yaml").write_text(
+        GOOD.replace("start: consent", "start: nope"), encoding="utf-8"
+    )
     assert main([str(tmp_path / "bad.yaml")]) == 1
     assert f"{tmp_path}/bad.yaml:4: start: unknown state 'nope'" in capsys.readouterr().out
+
+
+# --- consent: nothing is kept about a resident before a yes --------------------------------
+
+
+def test_a_flow_that_asks_questions_must_ask_for_consent(tmp_path: Path) -> None:
+    source = GOOD.replace("start: consent", "start: ask").split("  consent:\n")[0]
+    assert problems_of(tmp_path, source) == [
+        "flow.yaml:4: this flow asks questions but never for consent: start it with a `consent` "
+        "question (nothing may be kept before a yes)"
+    ]
+
+
+def test_a_question_before_consent_is_refused(tmp_path: Path) -> None:
+    source = GOOD.replace("start: consent", "start: first") + (
+        "  first:\n    type: text\n    text: {es: a, en: b, fr: c}\n    next: consent\n"
+    )
+    assert problems_of(tmp_path, source) == [
+        "flow.yaml:23: state 'first' asks a question before consent: ask for consent first"
+    ]
+
+
+def test_consent_cannot_be_skipped(tmp_path: Path) -> None:
+    source = GOOD.replace("    next: ask\n", "    on_fail: skip\n    next: ask\n")
+    assert problems_of(tmp_path, source) == [
+        "flow.yaml:22: state 'consent': consent cannot be skipped (on_fail: skip); without a yes "
+        "the flow ends"
+    ]
+    ending = GOOD.replace("    next: ask\n", "    on_fail: end\n    next: ask\n")
+    assert problems_of(tmp_path, ending) == []
+
+
+def test_a_no_to_consent_asks_nothing_more(tmp_path: Path) -> None:
+    source = GOOD.replace(
+        "    next: ask\n",
+        "    next:\n      - when: {answer: false}\n        goto: ask\n      - goto: ask\n",
+    )
+    assert problems_of(tmp_path, source) == [
+        "flow.yaml:23: state 'consent': a \"no\" must lead to an end, but it goes on to ask 'ask'"
+    ]
+    polite = source.replace(
+        "        goto: ask\n      - goto: ask", "        goto: bye\n      - goto: ask"
+    )
+    assert problems_of(tmp_path, polite) == []

@@ -3,16 +3,18 @@ commands, expiry and resume, language choice."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flows.check import load_library
 from flows.engine import (
     CompleteSubmission,
     Conversation,
+    DeclineSubmission,
     Engine,
     ForgetMe,
     Location,
@@ -28,7 +30,7 @@ from flows.engine import (
     StartSubmission,
 )
 from flows.i18n import t
-from flows.model import load_flow
+from flows.model import Transition, load_flow
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "flows"
 
@@ -82,14 +84,17 @@ class Chat:
 
 
 def started(chat: Chat, flow: str = "kinds") -> Chat:
+    """A resident who opened `flow` and said yes to its consent question."""
     chat.send(start=flow)
+    chat.send("sí")
     return chat
 
 
 def test_a_whole_flow_with_every_kind_of_question() -> None:
     chat = started(Chat())
     assert chat.replies[0] == "Hola"  # a message waits for nothing
-    assert "Edad" in chat.replies[1] and "1. Joven\n2. Mayor" in chat.replies[1]
+    assert chat.replies[1] == "¿Aceptas?\n\n1. Sí\n2. No"
+    assert "Edad" in chat.replies[2] and "1. Joven\n2. Mayor" in chat.replies[2]
     assert [o.payload for o in chat.last[-1].options] == ["age:young", "age:older"]
     chat.send("2")
     chat.send("1, 3")
@@ -101,6 +106,7 @@ def test_a_whole_flow_with_every_kind_of_question() -> None:
     reply = chat.send(media=(Media("media/x.jpg", "image/jpeg"),))
     assert reply == "Gracias"
     assert chat.answers() == {
+        "consent": True,
         "age": "older",
         "likes": ["water", "parks"],
         "parks_detail": "Arbolito",
@@ -241,8 +247,18 @@ def test_back_goes_to_the_previous_question_and_replaces_its_answer() -> None:
 
 
 def test_back_on_the_first_question() -> None:
-    chat = started(Chat())
+    chat = Chat()
+    chat.send(start="kinds")
     assert chat.send("back").startswith(t("es", "back-unavailable"))
+
+
+def test_back_to_consent_then_no_keeps_nothing() -> None:
+    chat = started(Chat())
+    chat.send("1")
+    assert "Edad" in chat.send("atrás")
+    assert "¿Aceptas?" in chat.send("atrás")  # the consent question came first
+    chat.send("no")
+    assert DeclineSubmission("s1") in chat.effects and not chat.conv.active
 
 
 def test_restart_starts_a_new_submission() -> None:
@@ -250,9 +266,11 @@ def test_restart_starts_a_new_submission() -> None:
     chat.send("1")
     first = chat.conv.submission
     chat.send("reiniciar")
-    # A new submission; the age group is already known, so it is carried over, not re-asked.
-    assert chat.conv.submission != first and chat.conv.state == "likes"
-    assert chat.effects[-1] == SaveAnswer(chat.conv.submission, "age", "age", None, "young")
+    assert chat.conv.submission != first and chat.conv.state == "consent"
+    chat.send("sí")
+    # The age group is already known, so it is carried over, not re-asked — once they agree.
+    assert chat.conv.state == "likes"
+    assert SaveAnswer(chat.conv.submission, "age", "age", None, "young") in chat.effects
 
 
 def test_stop_opts_out_and_forgets_the_conversation() -> None:
@@ -287,7 +305,7 @@ def test_an_idle_conversation_can_start_over() -> None:
     chat.now = NOW + timedelta(days=3)
     chat.send("hola")
     chat.send("2")
-    assert chat.conv.submission != first and chat.conv.state == "likes"
+    assert chat.conv.submission != first and chat.conv.state == "consent"
 
 
 def test_profile_questions_are_skipped_when_known() -> None:
@@ -421,3 +439,62 @@ def test_anything_but_yes_keeps_everything() -> None:
     reply = chat.send("non")
     assert reply.startswith(t("fr", "forget-cancelled")) and "Âge" in reply
     assert not any(isinstance(e, ForgetMe) for e in chat.effects)
+
+
+# --- consent: nothing kept without a yes (the "quizás" bug) ---------------------------------
+
+
+def _kept(chat: Chat) -> list[Any]:
+    return [e for e in chat.effects if isinstance(e, SaveAnswer | SetProfile)]
+
+
+@pytest.mark.parametrize("maybe", [["quizás", "mmm no sé", "a lo mejor"], ["tal vez"] * 3])
+def test_consent_is_never_skipped_no_clear_yes_ends_the_flow(maybe: list[str]) -> None:
+    chat = Chat()
+    chat.send(start="kinds")
+    assert chat.send(maybe[0]) == t("es", "reprompt-yes-no")
+    assert chat.send(maybe[1]) == t("es", "reprompt-yes-no")
+    assert chat.send(maybe[2]) == t("es", "consent-unclear")  # retries (2) spent: no skipping
+    assert not chat.conv.active
+    assert _kept(chat) == []
+    assert RecordConsent("s1", "kinds", False, "k1") in chat.effects
+    assert DeclineSubmission("s1") in chat.effects
+    assert not any(isinstance(e, CompleteSubmission) for e in chat.effects)
+
+
+def test_on_fail_skip_on_consent_still_ends_the_flow() -> None:
+    """`flows check` refuses such a flow; the engine holds the line even if one slips by."""
+    engine = make_engine()
+    kinds = engine.flows["kinds"]
+    states = dict(kinds.states)
+    states["consent"] = replace(states["consent"], on_fail="skip", retries=0)
+    engine.flows["kinds"] = replace(kinds, states=states)
+    chat = Chat(engine=engine)
+    chat.send(start="kinds")
+    assert chat.send("quizás") == t("es", "consent-unclear")
+    assert _kept(chat) == [] and not chat.conv.active
+
+
+def test_no_answer_is_kept_before_consent_even_in_an_unchecked_flow() -> None:
+    engine = make_engine()
+    kinds = engine.flows["kinds"]
+    # A flow that asks the age group before consent (`flows check` refuses it).
+    states = dict(kinds.states)
+    states["hello"] = replace(states["hello"], next=(Transition("age"),))
+    states["age"] = replace(states["age"], next=(Transition("consent"),))
+    states["consent"] = replace(states["consent"], next=(Transition("likes"),))
+    engine.flows["kinds"] = replace(kinds, states=states)
+    chat = Chat(engine=engine)
+    chat.send(start="kinds")
+    chat.send("1")  # the age group, asked too early: not kept
+    assert chat.conv.state == "consent" and _kept(chat) == []
+    chat.send("no")
+    assert _kept(chat) == [] and DeclineSubmission("s1") in chat.effects
+
+
+def test_a_no_says_the_flows_own_words_when_it_has_them() -> None:
+    engine = Engine(load_library())  # the shipped priorities survey branches "no" to an end
+    chat = Chat(engine=engine)
+    chat.send("hola")
+    assert chat.send("no") == engine.flows["priorities"].state("declined").text["es"]
+    assert _kept(chat) == [] and not chat.conv.active

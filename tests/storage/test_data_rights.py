@@ -19,8 +19,8 @@ async def answered(rt: Runtime) -> None:
     await rt.inbox.handle(
         Inbound("whatsapp", PHONE, start="priorities", language="es", name="Rosa Pérez")
     )
-    for text in ("1", "2", "1", "Santa Julia"):
-        await rt.inbox.handle(Inbound("whatsapp", PHONE, text=text))
+    for text in ("1", "2", "1", "Santa Julia"):  # WhatsApp names the sender in every message
+        await rt.inbox.handle(Inbound("whatsapp", PHONE, text=text, name="Rosa Pérez"))
     await rt.inbox.handle(Inbound("sms", PHONE, text="hola"))
 
 

@@ -47,7 +47,7 @@ async def test_one_batch_records_each_message_once(runtime: Runtime) -> None:
     assert await count(runtime, MessageLog.id) == 5
     assert await count(runtime, Contact.id) == 3
     lupe = await store.contact(two.contact_id)
-    assert lupe.name == "Lupe"  # a later message without a name keeps the one we had
+    assert lupe.name is None  # the name the channel shows is kept only once she consents
 
 
 async def test_many_callers_share_batches_and_each_gets_its_own_ids(runtime: Runtime) -> None:
