@@ -38,6 +38,7 @@ class Settings:
     idle_timeout: timedelta = timedelta(hours=24)
     flows_path: tuple[str, ...] = ()
     media_dir: str = "media"
+    spool_dir: str = "spool"
     secret_key: str = DEV_SECRET
     staff_token: str | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -59,6 +60,7 @@ class Settings:
             idle_timeout=timedelta(minutes=_int(env, "CONVERSATION_IDLE_MINUTES", 24 * 60)),
             flows_path=flows,
             media_dir=env.get("MEDIA_DIR") or "media",
+            spool_dir=env.get("SPOOL_DIR") or "spool",
             secret_key=env.get("SECRET_KEY") or DEV_SECRET,
             staff_token=env.get("STAFF_TOKEN") or None,
             env=env,

@@ -31,6 +31,7 @@ from flows.engine import (
     StartSubmission,
 )
 from flows.i18n import t
+from storage.errors import is_unavailable
 from storage.media import MediaStore
 from storage.models import utcnow
 from storage.repository import ContactInfo, DataRights, InboxView, Store
@@ -219,7 +220,7 @@ class Inbox:
             async with self.store.changes(contact) as tx:
                 tx.mark_processed(message_id)
                 self._queue(tx, contact, sorry, language)
-            await self.outbox.enqueue(tx.outbound_ids)
+            await self._send_soon(contact, tx.outbound_ids)
             return True
         after = outcome.conversation
         effects = await self._keep_photos(inbound.channel, outcome.effects)
@@ -255,8 +256,18 @@ class Inbox:
             held.state = None
             log.info("contact %s forgotten at their request", contact.pid)
             return False
-        await self.outbox.enqueue(ids)
+        await self._send_soon(contact, ids)
         return True
+
+    async def _send_soon(self, contact: ContactInfo, ids: list[int]) -> None:
+        """Queue a turn's replies. They are already in the message log, queued: if the queue
+        (Redis) is away, they are queued again from there once it is back."""
+        try:
+            await self.outbox.enqueue(ids)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("replies to contact %s wait for the outbound queue", contact.pid)
 
     async def _my_data(self, contact: ContactInfo, language: str) -> str:
         described = await DataRights(self.store).describe(contact)

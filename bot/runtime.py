@@ -1,10 +1,14 @@
-"""Wires one process: flows, engine, store, state, inbox and outbox, from `Settings`."""
+"""Wires one process: flows, engine, store, state, inbox and outbox, from `Settings` — and keeps
+it going while PostgreSQL or Redis come and go: webhooks are spooled while the database is away,
+work a dead process left is taken over, and nothing here exits because a dependency did."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -14,21 +18,31 @@ from adapters.message import Channel, Inbound
 from bot.channels import configured_channels
 from bot.config import Settings
 from bot.inbox import Inbox
+from bot.outage import Outage
 from bot.outbound import MemoryQueue, Outbox, RedisQueue, open_queue
+from bot.spool import Entry, Spool, SpoolFull
 from flows.check import load_library
 from flows.engine import Engine
 from flows.model import Flow
 from storage.db import connect, migrate_async
+from storage.errors import is_unavailable
 from storage.media import MediaStore
+from storage.presence import BEAT_EVERY, Presence, process_id
 from storage.repository import ContactInfo, DataRights, Groups, Store
-from storage.state import StateStore, open_state_store
+from storage.state import StateStore, open_state_store, redis_client
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "Unavailable"]
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY = 15.0  # seconds between looks for work a crashed process left behind
-STALE_AFTER = timedelta(seconds=30)
+SWEEP_EVERY = 3.0  # seconds between looks for work a crashed process (or an outage) left
+STALE_AFTER = timedelta(seconds=30)  # a reply queued this long, unsent, is queued again
+PENDING_AFTER = timedelta(seconds=3)  # a message recorded this long, unhandled, is handled
+RECORD_TIMEOUT = 5.0  # seconds a webhook waits for the database before it is spooled
+
+
+class Unavailable(Exception):
+    """Neither the database nor the spool could take a message: the webhook answers 503."""
 
 
 @dataclass
@@ -41,10 +55,14 @@ class Runtime:
     engine: Engine
     outbox: Outbox
     inbox: Inbox
+    spool: Spool
+    presence: Presence | None = None
     channels: list[Channel] = field(default_factory=list)
     groups: Groups = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _passes: dict[int, bool] = field(default_factory=dict)  # contact → another pass wanted
+    _handling: Outage = field(default_factory=lambda: Outage("handling messages"))
+    _heartbeat: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.groups = Groups(self.store)
@@ -55,9 +73,14 @@ class Runtime:
         flows = load_library(settings.flows_path)
         if migrate:
             await migrate_async(settings.database_url)
+        holder = process_id()
         store = Store(connect(settings.database_url), settings.secret_key)
-        states = open_state_store(settings.redis_url)
-        queue = open_queue(settings.redis_url)
+        states = open_state_store(settings.redis_url, holder)
+        presence, spool_redis = None, None
+        if settings.redis_url:
+            presence = Presence(redis_client(settings.redis_url, max_connections=4), holder)
+            spool_redis = redis_client(settings.redis_url, max_connections=4)
+        queue = open_queue(settings.redis_url, presence)
         engine = Engine(
             flows, default_language=settings.default_language, idle_timeout=settings.idle_timeout
         )
@@ -68,12 +91,44 @@ class Runtime:
         for channel in channels:
             outbox.register(channel.name, channel)
             inbox.channels[channel.name] = channel
-        return cls(settings, flows, store, states, queue, engine, outbox, inbox, channels)
+        spool = Spool(settings.spool_dir, spool_redis, holder)
+        runtime = cls(
+            settings, flows, store, states, queue, engine, outbox, inbox, spool, presence, channels
+        )
+        if presence is not None:
+            with contextlib.suppress(Exception):  # Redis away: the heartbeat keeps trying
+                await presence.beat()  # alive before taking any lock, which names us
+            runtime._heartbeat = asyncio.create_task(runtime._beat(presence))
+        return runtime
+
+    async def _beat(self, presence: Presence) -> None:
+        """This process's presence, renewed for as long as it lives (its locks and claims are
+        taken over within seconds of its death, and not before)."""
+        redis = Outage("Redis (presence)")
+        while True:
+            try:
+                await presence.beat()
+                redis.over()
+            except Exception as exc:
+                redis.fail(exc)
+            await asyncio.sleep(BEAT_EVERY)
 
     # what channels call (adapters.message.Hooks) ------------------------------------------
 
     async def receive(self, inbound: Inbound) -> bool:
-        received = await self.inbox.receive(inbound)
+        """Record a message durably — in the database, or while it is away in the spool — and
+        schedule its handling. Raises `Unavailable` when nothing could keep it."""
+        if inbound.provider_id is not None and self.spool.active:
+            await self._spool("inbound", message=inbound.to_dict())  # behind what waits
+            return True
+        try:
+            received = await asyncio.wait_for(self.inbox.receive(inbound), RECORD_TIMEOUT)
+        except Exception as exc:
+            if inbound.provider_id is None:  # a local channel: there is nobody to acknowledge
+                raise
+            log.warning("database unavailable (%s): webhook spooled", type(exc).__name__)
+            await self._spool("inbound", message=inbound.to_dict())
+            return True
         if received.contact_id is not None:
             self.process_soon(received.contact_id)
         return not received.duplicate
@@ -81,7 +136,22 @@ class Runtime:
     async def delivery_status(
         self, channel: str, provider_id: str, status: str, error: str | None = None
     ) -> None:
-        await self.store.update_status_by_provider_id(channel, provider_id, status, error)
+        fields = {"channel": channel, "provider_id": provider_id, "status": status, "error": error}
+        if self.spool.active:
+            await self._spool("status", **fields)
+            return
+        try:
+            await self.store.update_status_by_provider_id(channel, provider_id, status, error)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            await self._spool("status", **fields)
+
+    async def _spool(self, kind: str, **fields: Any) -> None:
+        try:
+            await self.spool.put(kind, **fields)
+        except SpoolFull as exc:
+            raise Unavailable(str(exc)) from exc
 
     async def opt_out(self, channel: str, address: str) -> None:
         contact = await self.store.find_contact(channel, address)
@@ -128,6 +198,8 @@ class Runtime:
                 checks["redis"] = "ok"
             except Exception as exc:
                 checks["redis"] = f"error: {type(exc).__name__}"
+        if self.spool.active:
+            checks["spool"] = "replaying"  # informative: the spool is how outages are survived
         return checks
 
     def process_soon(self, contact_id: int) -> None:
@@ -157,38 +229,131 @@ class Runtime:
     async def _process(self, contact_id: int) -> None:
         try:
             await self.inbox.process(contact_id)
-        except Exception:
+        except Exception as exc:
             # The message stays recorded as received; the next sweep tries again.
-            log.exception("processing contact %s failed; the sweep will retry", contact_id)
+            if is_unavailable(exc):
+                self._handling.fail(exc)
+            else:
+                log.exception("processing contact %s failed; the sweep will retry", contact_id)
+            return
+        self._handling.over()
 
-    async def sweep(self) -> None:
-        """Pick up what a crashed process left: unhandled inbound, unsent outbound."""
-        for contact_id in await self.store.contacts_with_pending_inbound():
-            await self._process(contact_id)
-        stale = await self.store.stale_outbound(STALE_AFTER)
-        for message_id in stale:
-            await self.outbox.enqueue([message_id])
+    # work left behind -----------------------------------------------------------------------
+
+    async def sweep(self, pending_after: timedelta = PENDING_AFTER) -> None:
+        """Pick up what a crashed process or an outage left: unhandled inbound, unsent
+        outbound, and replies a dead process had claimed."""
+        for contact_id in await self.store.contacts_with_pending_inbound(pending_after):
+            self.process_soon(contact_id)  # in the background: a sweep never waits on them
+        await self._requeue(await self.store.stale_outbound(STALE_AFTER))
+        if self.presence is not None:
+            others = await self.store.senders() - {self.presence.id}
+            dead = others - await self.presence.alive(others)
+            await self._requeue(await self.store.release_claims(sorted(dead)))
+
+    async def recover(self) -> None:
+        """Redis came back (and may have lost its queue): queue again every reply the database
+        says is unsent, and handle every waiting message."""
+        await self._requeue(await self.store.stale_outbound(timedelta(0)))
+        await self.sweep(pending_after=timedelta(0))
+
+    async def _requeue(self, outbound: Sequence[tuple[int, int]]) -> None:
+        """Queue replies again, one item per resident so theirs stay in order."""
+        by_contact: dict[int, list[int]] = defaultdict(list)
+        for message_id, contact_id in outbound:
+            by_contact[contact_id].append(message_id)
+        for ids in by_contact.values():
+            await self.outbox.enqueue(ids)
+
+    async def settle(self) -> None:
+        """Wait until this process has handled what it was asked to (not for sends)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def replay_spool(self) -> int:
+        """Record what waited in the spool, in arrival order, once the database answers.
+        Returns how many entries were replayed."""
+        if not self.spool.active or not await self.spool.waiting():
+            return 0
+        await self.store.ping()  # raises while the database is still away
+        replayed = 0
+        while entries := await self.spool.take():
+            contacts: list[int] = []
+            for entry in entries:
+                try:
+                    contact_id = await self._replay(entry)
+                except Exception as exc:
+                    await self.spool.done(entries[: entries.index(entry)])
+                    if is_unavailable(exc):
+                        raise
+                    await self.spool.set_aside(entry)  # a poison entry must not block the rest
+                    log.error("spool: an entry could not be replayed (%s)", type(exc).__name__)
+                    return replayed
+                replayed += 1
+                if contact_id is not None:
+                    contacts.append(contact_id)
+            await self.spool.done(entries)
+            for contact_id in dict.fromkeys(contacts):
+                self.process_soon(contact_id)
+        await self.spool.waiting()
+        log.info("spool: %d webhooks replayed", replayed)
+        return replayed
+
+    async def _replay(self, entry: Entry) -> int | None:
+        data = entry.data
+        if data.get("kind") == "status":
+            await self.store.update_status_by_provider_id(
+                data["channel"], data["provider_id"], data["status"], data.get("error")
+            )
+            return None
+        received = await self.inbox.receive(Inbound.from_dict(data["message"]))
+        return received.contact_id
+
+    # the background of serve and worker ------------------------------------------------------
 
     async def run_background(self, stop: asyncio.Event, *, send: bool = True) -> None:
-        """The sweeper, and (with `send`) the outbox senders, until `stop` is set."""
-        jobs = [self._sweeper(stop)]
+        """Keep this process's share of the work going until `stop` is set: presence, the
+        spool, the sweeper and (with `send`) the outbox senders. Outages are waited out."""
+        jobs = [self._supervise(stop)]
         if send:
             jobs.append(self.outbox.run(stop))
         await asyncio.gather(*jobs)
 
-    async def _sweeper(self, stop: asyncio.Event) -> None:
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        redis, database = Outage("Redis"), Outage("the database")
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            recover = False
+            if self.presence is not None:
+                try:
+                    # Redis lost its data, or came back after this process lost it: what the
+                    # database holds must be queued again (within a tick of its return).
+                    recover = await self.presence.redis_was_reset() or redis.ongoing
+                    await self.queue.rescue()
+                    redis.over()
+                except Exception as exc:
+                    redis.fail(exc)
             try:
-                await self.sweep()
-            except Exception:
-                log.exception("sweep failed")
+                await self.replay_spool()
+                if recover:
+                    await self.recover()
+                    last_sweep = loop.time()
+                elif loop.time() - last_sweep >= SWEEP_EVERY:
+                    await self.sweep()
+                    last_sweep = loop.time()
+                database.over()
+            except Exception as exc:
+                if is_unavailable(exc):
+                    database.fail(exc)
+                else:
+                    log.exception("sweep failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SWEEP_EVERY)
+                await asyncio.wait_for(stop.wait(), BEAT_EVERY)
 
     async def drain(self) -> None:
         """Wait for background processing and queued sends (tests, the terminal)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.settle()
         await self.queue.join()
 
     async def start_channels(self) -> None:
@@ -202,7 +367,16 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        if self.presence is not None:
+            with contextlib.suppress(Exception):
+                await self.presence.leave()  # others take over at once, not in seconds
+            await self.presence.redis.aclose()
+        if self.spool.redis is not None:
+            await self.spool.redis.aclose()
         await self.states.close()
-        if isinstance(self.queue, RedisQueue):
-            await self.queue.close()
+        await self.queue.close()
         await self.store.close()

@@ -12,11 +12,13 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from adapters import simulator
-from bot.runtime import Runtime
+from bot.runtime import Runtime, Unavailable
+from storage.errors import is_unavailable
 
 __all__ = ["METRICS", "RUNTIME", "build_app"]
 
@@ -53,8 +55,27 @@ def _metrics() -> tuple[CollectorRegistry, dict[str, Counter]]:
     return registry, counters
 
 
+@web.middleware
+async def unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A dependency that is away answers 503 (with Retry-After), never a 500 and a traceback:
+    the webhook's sender may retry, and the log says what is away, once per outage."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Unavailable as exc:
+        log.error("refused %s: %s", request.path, exc)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        log.warning("%s: a dependency is unavailable (%s)", request.path, type(exc).__name__)
+    return web.json_response(
+        {"error": "temporarily unavailable"}, status=503, headers={"Retry-After": "5"}
+    )
+
+
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[unavailable])
     app[RUNTIME] = runtime
     registry, counters = _metrics()
     app[METRICS] = {"registry": registry, **counters}

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,6 +37,8 @@ __all__ = [
     "Submission",
     "utcnow",
 ]
+
+UNFINISHED = "status IN ('received', 'queued', 'sending')"
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -142,13 +145,22 @@ class Consent(Base):
 class MessageLog(Base):
     """Every inbound and outbound message: the inbox, the outbox, dedup and audit.
 
-    Inbound: received → processed. Outbound: queued → sent → delivered/read, or failed.
+    Inbound: received → processed. Outbound: queued → sending (claimed by one process, until
+    `claimed_until` or its death) → sent → delivered/read, or failed.
     """
 
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("channel", "direction", "provider_id", name="uq_messages_provider"),
         Index("ix_messages_inbox", "contact_id", "direction", "status", "id"),
+        Index(  # what the sweeper looks for: work a crashed process left
+            "ix_messages_unfinished",
+            "direction",
+            "status",
+            "id",
+            postgresql_where=text(UNFINISHED),
+            sqlite_where=text(UNFINISHED),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -163,6 +175,8 @@ class MessageLog(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))  # outbound "sending": who
+    claimed_until: Mapped[datetime | None]  # …and until when, unless they die first
 
 
 class Group(Base):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, insert, select, text, update
+from sqlalchemy import Text, and_, cast, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from storage.batch import Batcher
@@ -77,6 +77,16 @@ class OutboundRow:
     status: str
     attempts: int
     payload: dict[str, Any]
+
+
+_OUTBOUND_COLUMNS = (
+    MessageLog.id,
+    MessageLog.contact_id,
+    MessageLog.channel,
+    MessageLog.status,
+    MessageLog.attempts,
+    MessageLog.payload,
+)
 
 
 def _info(c: Contact) -> ContactInfo:
@@ -158,11 +168,19 @@ class Store:
         with other residents' in one query each)."""
         return await self._reader.submit(contact_id)
 
-    async def contacts_with_pending_inbound(self) -> list[int]:
-        async with self._sessions() as session:
-            rows = await session.execute(
+    async def contacts_with_pending_inbound(
+        self, older_than: timedelta = timedelta(0)
+    ) -> list[int]:
+        """Residents with messages recorded but not handled for `older_than` (a process died,
+        or the database or Redis was away while it handled them), oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
                 select(MessageLog.contact_id)
-                .where(MessageLog.direction == "in", MessageLog.status == "received")
+                .where(
+                    MessageLog.direction == "in",
+                    MessageLog.status == "received",
+                    MessageLog.created_at <= utcnow() - older_than,
+                )
                 .group_by(MessageLog.contact_id)
                 .order_by(func.min(MessageLog.id))
             )
@@ -220,13 +238,44 @@ class Store:
     # outbound ------------------------------------------------------------------------------
 
     async def outbound(self, message_id: int) -> OutboundRow | None:
-        async with self._sessions() as session:
-            row = await session.get(MessageLog, message_id)
-            if row is None or row.direction != "out":
-                return None
-            return OutboundRow(
-                row.id, row.contact_id, row.channel, row.status, row.attempts, dict(row.payload)
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_OUTBOUND_COLUMNS).where(
+                        MessageLog.id == message_id, MessageLog.direction == "out"
+                    )
+                )
+            ).one_or_none()
+        return OutboundRow(*row[:5], dict(row[5])) if row else None
+
+    async def claim_outbound(
+        self, message_id: int, lease: float, by: str = "local"
+    ) -> OutboundRow | None:
+        """Take a queued reply to send it (status "sending", `by` this process, for `lease`
+        seconds), so one process sends it, once. A claim whose lease ran out can be taken
+        again. None: it is sent, failed, or another process is sending it."""
+        now = utcnow()
+        claim = (
+            update(MessageLog)
+            .where(
+                MessageLog.id == message_id,
+                MessageLog.direction == "out",
+                or_(
+                    MessageLog.status == "queued",
+                    and_(MessageLog.status == "sending", MessageLog.claimed_until < now),
+                ),
             )
+            .values(
+                status="sending",
+                claimed_by=by,
+                claimed_until=now + timedelta(seconds=lease),
+                updated_at=now,
+            )
+            .returning(*_OUTBOUND_COLUMNS)
+        )
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(claim)).one_or_none()
+        return OutboundRow(*row[:5], dict(row[5])) if row else None
 
     async def mark_outbound(
         self,
@@ -236,18 +285,24 @@ class Store:
         provider_id: str | None = None,
         error: str | None = None,
         attempt: bool = False,
+        hold_for: float | None = None,
     ) -> None:
-        values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+        """Record a send's outcome. `hold_for`: the sender keeps its claim that many seconds
+        more (it is waiting out a retry backoff, and is not to be taken over)."""
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "updated_at": now}
+        if status != "sending":
+            values |= {"claimed_by": None, "claimed_until": None}
+        if hold_for is not None:
+            values["claimed_until"] = now + timedelta(seconds=hold_for)
         if provider_id:
             values["provider_id"] = provider_id
         if error is not None:
             values["error"] = error[:255]
         if attempt:
             values["attempts"] = MessageLog.attempts + 1
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(MessageLog).where(MessageLog.id == message_id).values(values)
-            )
+        async with self.engine.begin() as conn:
+            await conn.execute(update(MessageLog).where(MessageLog.id == message_id).values(values))
 
     async def update_status_by_provider_id(
         self, channel: str, provider_id: str, status: str, error: str | None = None
@@ -267,19 +322,55 @@ class Store:
             )
             return bool(result.rowcount)
 
-    async def stale_outbound(self, older_than: timedelta) -> list[int]:
-        """Queued messages nobody is sending (their process died before the queue got them)."""
-        async with self._sessions() as session:
-            rows = await session.execute(
-                select(MessageLog.id)
+    async def senders(self) -> set[str]:
+        """The processes holding claims on replies being sent."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(MessageLog.claimed_by)
+                .where(MessageLog.direction == "out", MessageLog.status == "sending")
+                .distinct()
+            )
+            return {by for by in rows.scalars() if by}
+
+    async def release_claims(self, of: Sequence[str]) -> list[tuple[int, int]]:
+        """Put back the replies that processes which died were sending: queued again.
+        Returns their (message id, contact id)."""
+        if not of:
+            return []
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                update(MessageLog)
                 .where(
                     MessageLog.direction == "out",
-                    MessageLog.status == "queued",
-                    MessageLog.updated_at < utcnow() - older_than,
+                    MessageLog.status == "sending",
+                    MessageLog.claimed_by.in_(list(of)),
+                )
+                .values(status="queued", claimed_by=None, claimed_until=None)
+                .returning(MessageLog.id, MessageLog.contact_id)
+            )
+            return sorted((row.id, row.contact_id) for row in rows)
+
+    async def stale_outbound(self, older_than: timedelta) -> list[tuple[int, int]]:
+        """Replies nobody is sending: queued for `older_than` (the queue lost them, or their
+        process died before queueing them), or claimed by a sender whose lease ran out.
+        Returns their (message id, contact id), oldest first."""
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(MessageLog.id, MessageLog.contact_id)
+                .where(
+                    MessageLog.direction == "out",
+                    or_(
+                        and_(
+                            MessageLog.status == "queued",
+                            MessageLog.updated_at <= now - older_than,
+                        ),
+                        and_(MessageLog.status == "sending", MessageLog.claimed_until < now),
+                    ),
                 )
                 .order_by(MessageLog.id)
             )
-            return list(rows.scalars())
+            return [(row.id, row.contact_id) for row in rows]
 
     async def conversation_log(
         self, channel: str, address: str, after_id: int = 0
@@ -868,9 +959,7 @@ async def summary(
         totals = dict(
             (
                 await conn.execute(
-                    select(Submission.status, func.count())
-                    .where(*flow)
-                    .group_by(Submission.status)
+                    select(Submission.status, func.count()).where(*flow).group_by(Submission.status)
                 )
             ).all()
         )

@@ -19,10 +19,13 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
 from storage import keys
 from storage.batch import Batcher
+from storage.presence import process_id
 
 __all__ = [
     "Held",
@@ -36,7 +39,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONVERSATION_TTL = 60 * 60 * 24 * 30  # a conversation idle this long is forgotten here
-LOCK_TTL = 60  # a crashed process's lock frees itself
+# A lock names its holder, and is taken over as soon as the holder's presence lapses (within
+# ALIVE_FOR seconds of its death); the TTL is only a backstop for a holder that is alive but
+# stuck.
+LOCK_TTL = 60
+LOCK_WAIT = 30  # seconds to wait for a lock before giving up (the sweep tries again)
 LOCK_POLL = 0.005  # seconds between tries for a lock another process holds
 
 Call = tuple[list[str], list[Any]]  # a script's keys and arguments
@@ -110,10 +117,18 @@ class RedisStateStore:
     """State shared by every web and worker process through one Redis."""
 
     # Taking the lock reads the conversation, and letting it go writes it back: one round trip
-    # each, where a separate lock, GET and SET would take four.
+    # each, where a separate lock, GET and SET would take four. A lock whose holder is no longer
+    # alive is taken over; its cached conversation may be older than what the dead holder
+    # committed to the database, so the newcomer reads the durable copy instead (returns 2).
     ACQUIRE = """
     if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
       return {1, redis.call('get', KEYS[2])}
+    end
+    local holder = string.match(redis.call('get', KEYS[1]) or '', '^(.*)|')
+    if holder and redis.call('exists', ARGV[3] .. holder) == 0 then
+      redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+      redis.call('del', KEYS[2])
+      return {2}
     end
     return {0}
     """
@@ -125,8 +140,9 @@ class RedisStateStore:
     return 1
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, holder: str) -> None:
         self.redis = client
+        self.holder = holder  # this process's id (storage.presence): locks carry it
         self._acquire = client.register_script(self.ACQUIRE)
         self._release = client.register_script(self.RELEASE)
         # Residents taking or letting go of their locks together share one pipeline.
@@ -155,10 +171,16 @@ class RedisStateStore:
         # A lock safe across processes that expires if its holder dies, so a crashed worker
         # cannot wedge a resident's inbox.
         lock, conversation = f"{keys.LOCK}{contact_id}", f"{keys.CONVERSATION}{contact_id}"
-        token = secrets.token_hex(16)
-        deadline = time.monotonic() + LOCK_TTL
+        token = f"{self.holder}|{secrets.token_hex(8)}"
+        deadline = time.monotonic() + LOCK_WAIT
         while True:
-            taken = await self._acquires.submit(([lock, conversation], [token, LOCK_TTL * 1000]))
+            taken = await self._acquires.submit(
+                ([lock, conversation], [token, LOCK_TTL * 1000, keys.ALIVE])
+            )
+            if isinstance(taken, Exception):
+                raise taken
+            if taken[0] == 2:
+                log.info("contact %s's inbox taken over from a process that died", contact_id)
             if taken[0]:
                 break
             if time.monotonic() > deadline:
@@ -168,8 +190,11 @@ class RedisStateStore:
         async def write(state: dict[str, Any] | None, *, release: bool = False) -> None:
             data = json.dumps(state, separators=(",", ":")) if state is not None else ""
             args = [token, data, CONVERSATION_TTL, "1" if release else "0"]
-            if not await self._releases.submit(([lock, conversation], args)):
-                log.warning("contact %s's lock expired while held; state not written", contact_id)
+            written = await self._releases.submit(([lock, conversation], args))
+            if isinstance(written, Exception):
+                raise written
+            if not written:
+                log.warning("contact %s's lock was lost while held; state not written", contact_id)
 
         held = Held(json.loads(taken[1]) if len(taken) > 1 and taken[1] else None, write)
         try:
@@ -187,14 +212,22 @@ class RedisStateStore:
 
 
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
-    """A client whose pool waits for a free connection under load instead of failing."""
+    """A client whose pool waits for a free connection under load instead of failing, and
+    that gives up quickly on a Redis that is gone: every loop that uses it waits out an
+    outage itself, with backoff, so a command should fail fast rather than retry for long."""
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=30, decode_responses=True
+        url,
+        max_connections=max_connections,
+        timeout=30,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=15,  # above the outbound queue's blocking wait
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
     )
     return aioredis.Redis.from_pool(pool)
 
 
-def open_state_store(redis_url: str | None) -> StateStore:
+def open_state_store(redis_url: str | None, holder: str = "") -> StateStore:
     if not redis_url:
         return MemoryStateStore()
-    return RedisStateStore(redis_client(redis_url))
+    return RedisStateStore(redis_client(redis_url), holder or process_id())

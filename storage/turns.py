@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from storage.errors import is_unavailable
 from storage.models import Answer, Consent, Contact, MessageLog, Submission, utcnow
 
 if TYPE_CHECKING:
@@ -362,6 +363,18 @@ def sorted_by_key(rows: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str,
 async def load_inboxes(
     store: Store, lane: Lane, contact_ids: Sequence[int]
 ) -> list[InboxView | BaseException]:
+    try:
+        return await _load_inboxes(store, lane, contact_ids)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # Once more on a fresh connection: the lane's own died (the database restarted).
+        return await _load_inboxes(store, lane, contact_ids)
+
+
+async def _load_inboxes(
+    store: Store, lane: Lane, contact_ids: Sequence[int]
+) -> list[InboxView | BaseException]:
     ids = {"ids": sorted(set(contact_ids))}
     sql = store.statements
     # Reads need no transaction: each contact's inbox lock is held by whoever asked.
@@ -571,10 +584,17 @@ async def _each_alone_on_failure(
     try:
         async with lane.begin() as conn:
             return await write(store, conn, items)
-    except Exception:
+    except Exception as exc:
         # Each again, alone, on a fresh connection: a dropped connection costs a retry, not a
-        # message, and one bad item no longer holds back the rest.
-        log.warning("a batch of %d writes failed; writing each alone", len(items), exc_info=True)
+        # message, and one bad item no longer holds back the rest. A database that is away
+        # is said in one line (the callers wait it out); anything else with its traceback.
+        away = is_unavailable(exc)
+        log.warning(
+            "a batch of %d writes failed (%s); writing each alone",
+            len(items),
+            type(exc).__name__,
+            exc_info=not away,
+        )
     results: list[R | BaseException] = []
     for item in items:
         try:

@@ -63,14 +63,31 @@ async def _reset_postgres(url: str) -> None:
         await client.aclose()
 
 
+def _base(tmp_path: Path) -> Settings:
+    return Settings(
+        secret_key="test-secret",
+        media_dir=str(tmp_path / "media"),
+        spool_dir=str(tmp_path / "spool"),
+    )
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    base = Settings(secret_key="test-secret", media_dir=str(tmp_path / "media"))
     if request.param == "sqlite":
-        return replace(base, database_url=f"sqlite+aiosqlite:///{tmp_path / 'consulta.db'}")
-    url = request.getfixturevalue("pg_url")
-    await _reset_postgres(url)
-    return replace(base, database_url=url, redis_url=REDIS)
+        url = f"sqlite+aiosqlite:///{tmp_path / 'consulta.db'}"
+        return replace(_base(tmp_path), database_url=url)
+    return await _shared(request.getfixturevalue("pg_url"), tmp_path)
+
+
+@pytest.fixture
+async def shared_settings(pg_url: str, tmp_path: Path) -> Settings:
+    """PostgreSQL + Redis only: for what exists only when several processes share the work."""
+    return await _shared(pg_url, tmp_path)
+
+
+async def _shared(pg_url: str, tmp_path: Path) -> Settings:
+    await _reset_postgres(pg_url)
+    return replace(_base(tmp_path), database_url=pg_url, redis_url=REDIS)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -250,7 +251,8 @@ async def test_a_permanent_send_error_opts_the_contact_out(rt: Runtime) -> None:
 async def test_the_sweep_picks_up_what_a_crash_left(rt: Runtime) -> None:
     received = await rt.inbox.receive(msg("hola"))  # recorded, then the process "died"
     assert (await rt.store.inbox(received.contact_id)).waiting  # type: ignore[arg-type]
-    await rt.sweep()
+    await rt.sweep(pending_after=timedelta(0))
+    await rt.settle()
     assert not (await rt.store.inbox(received.contact_id)).waiting  # type: ignore[arg-type]
     assert await replies(rt)
 

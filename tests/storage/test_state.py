@@ -8,8 +8,16 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from storage.presence import Presence
 from storage.state import MemoryStateStore, RedisStateStore, StateStore
 from tests.settings import REDIS, reset_redis
+
+
+async def alive(client: aioredis.Redis, name: str) -> RedisStateStore:
+    """A state store of a live process called `name` (its presence renewed once)."""
+    presence = Presence(client, name)
+    await presence.beat()
+    return RedisStateStore(client, presence.id)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -19,7 +27,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
         return
     client = aioredis.from_url(REDIS, decode_responses=True)
     await reset_redis(client)
-    state = RedisStateStore(client)
+    state = await alive(client, "one")
     try:
         yield state
     finally:
@@ -64,8 +72,8 @@ async def _enter(store: StateStore, contact_id: int) -> None:
 
 
 async def test_two_redis_clients_share_one_lock() -> None:
-    first = RedisStateStore(aioredis.from_url(REDIS, decode_responses=True))
-    second = RedisStateStore(aioredis.from_url(REDIS, decode_responses=True))
+    first = await alive(aioredis.from_url(REDIS, decode_responses=True), "first")
+    second = await alive(aioredis.from_url(REDIS, decode_responses=True), "second")
     order: list[str] = []
 
     async def hold(state: RedisStateStore, name: str) -> None:
@@ -99,7 +107,7 @@ async def test_holding_reads_the_conversation_and_letting_go_writes_it(store: St
 async def test_a_holder_whose_lock_expired_does_not_overwrite_the_next_one() -> None:
     client = aioredis.from_url(REDIS, decode_responses=True)
     await reset_redis(client)
-    state = RedisStateStore(client)
+    state = await alive(client, "one")
     try:
         async with state.hold(5) as held:
             await client.delete("consulta:lock:5")  # expired, as if this holder had stalled
@@ -110,3 +118,25 @@ async def test_a_holder_whose_lock_expired_does_not_overwrite_the_next_one() -> 
         assert not await client.exists("consulta:lock:5")
     finally:
         await state.close()
+
+
+async def test_a_dead_holders_lock_is_taken_over_at_once() -> None:
+    """A process killed while holding a resident's lock: its presence lapses and a newcomer
+    takes the lock without waiting for it to expire — and reads the durable copy (None here),
+    not the dead holder's cached conversation, which may be older than what it committed."""
+    client = aioredis.from_url(REDIS, decode_responses=True)
+    await reset_redis(client)
+    await Presence(client, "dead").beat()
+    newcomer = await alive(client, "newcomer")
+    try:
+        await newcomer.set(9, {"flow": "priorities", "state": "age_group"})
+        # The lock as the dead process left it: its id, a minute still to run.
+        await client.set("consulta:lock:9", "dead|1234", px=60_000)
+        with pytest.raises(TimeoutError):  # while it is alive, its lock is respected
+            await asyncio.wait_for(_enter(newcomer, 9), 0.3)
+        await client.delete("consulta:alive:dead")  # its presence lapses
+        async with asyncio.timeout(1), newcomer.hold(9) as held:
+            assert held.state is None
+        assert not await client.exists("consulta:lock:9")  # let go: no lock left behind
+    finally:
+        await newcomer.close()
