@@ -10,6 +10,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from telegram.error import (
 )
 
 from adapters.delivery import Pacer, split_text
+from adapters.media import MAX_BYTES, MediaRefused, check_size, require_image
 from adapters.message import (
     Attachment,
     Hooks,
@@ -51,7 +53,17 @@ from adapters.message import (
     Sent,
 )
 
-__all__ = ["CHANNEL", "PATH", "TelegramChannel", "TelegramConfig", "channels_from_settings"]
+__all__ = [
+    "CHANNEL",
+    "PATH",
+    "BadUpdate",
+    "TelegramChannel",
+    "TelegramConfig",
+    "channels_from_settings",
+    "check_update",
+    "parse_update",
+    "read_update",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +80,21 @@ ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "poll_answer"]
 # a group, 30/s overall.
 CHAT_RATE, CHAT_BURST, GROUP_RATE, GLOBAL_RATE = 1.0, 3.0, 20 / 60, 30.0
 COMMANDS = ("help", "back", "restart", "stop", "language")
+# Telegram's ids "have at most 52 significant bits": anything wider is not from Telegram.
+MAX_ID = 2**53
+# What Telegram's own limits keep short, and our columns hold (names, group titles).
+MAX_NAME, MAX_TITLE = 128, 255
+# A body that is not an update; json.loads and de_json raise these on junk of every shape.
+NOT_AN_UPDATE = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    OSError,
+    RecursionError,
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +119,156 @@ class TelegramConfig:
             polling=env.get("TELEGRAM_POLLING", "0").strip().lower() in ("1", "true", "yes"),
             chat_rate=float(env.get("TELEGRAM_CHAT_RATE") or CHAT_RATE),
         )
+
+
+class BadUpdate(ValueError):
+    """An update Telegram would never send (a chat id that is not an integer, text that is not
+    text…): the webhook answers 400, long polling skips it. The message names no id."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise BadUpdate(what)
+
+
+def _text(value: Any, what: str, limit: int | None = None) -> None:
+    """`value` is None or a string (of at most `limit` characters)."""
+    _need(value is None or isinstance(value, str), f"{what} is not text")
+    _need(value is None or limit is None or len(value) <= limit, f"{what} is too long")
+
+
+def _chat(chat: Any, what: str) -> None:
+    _need(chat is not None, f"{what} is missing")
+    _need(_is_int(chat.id) and abs(chat.id) < MAX_ID, f"the id of {what} is not an integer")
+    _text(chat.type, f"the type of {what}")
+    _text(chat.title, f"the title of {what}", MAX_TITLE)
+
+
+def _user(user: Any, what: str) -> None:
+    if user is None:
+        return
+    _need(_is_int(user.id) and abs(user.id) < MAX_ID, f"the id of {what} is not an integer")
+    _text(user.first_name, f"the name of {what}", MAX_NAME)
+    _text(user.language_code, f"the language of {what}")
+
+
+def _coordinate(value: Any, limit: float) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= limit
+    )
+
+
+def _message(message: Any, what: str) -> None:
+    _chat(message.chat, f"the chat of {what}")
+    _user(getattr(message, "from_user", None), f"the sender of {what}")
+    _need(_is_int(message.message_id), f"the id of {what} is not an integer")
+    for field in ("text", "caption"):
+        _text(getattr(message, field, None), f"the {field} of {what}")
+    location = getattr(message, "location", None)
+    if location is not None:
+        _need(
+            _coordinate(location.latitude, 90) and _coordinate(location.longitude, 180),
+            f"the location of {what} is not a place",
+        )
+    venue = getattr(message, "venue", None)
+    if venue is not None:
+        _text(venue.title, f"the venue of {what}")
+    for size in getattr(message, "photo", None) or ():
+        _need(
+            isinstance(size.file_id, str)
+            and _is_int(size.width)
+            and _is_int(size.height)
+            and (size.file_size is None or _is_int(size.file_size)),
+            f"a photo of {what} is not a photo",
+        )
+    for kind in ("voice", "audio", "video", "video_note", "sticker", "document"):
+        found = getattr(message, kind, None)
+        if found is not None:
+            _need(isinstance(found.file_id, str), f"the {kind} of {what} has no file id")
+            _text(getattr(found, "mime_type", None), f"the {kind} type of {what}")
+
+
+def check_update(update: Update) -> None:
+    """Raise `BadUpdate` unless every id and field Consulta reads has the type the Bot API
+    documents. python-telegram-bot's `de_json` checks none: `"chat": {"id": "abc"}` parses.
+
+    Raises:
+        BadUpdate: naming the field, never its value.
+    """
+    try:
+        _check_update(update)
+    except NOT_AN_UPDATE as exc:  # a sub-object of another shape altogether
+        if isinstance(exc, BadUpdate):
+            raise
+        raise BadUpdate("not a Telegram update") from None
+
+
+def _check_update(update: Update) -> None:
+    _need(_is_int(update.update_id), "update_id is not an integer")
+    if update.message is not None:
+        _message(update.message, "the message")
+    query = update.callback_query
+    if query is not None:
+        _user(query.from_user, "the button press")
+        _need(query.from_user is not None, "the button press has no sender")
+        _text(query.id, "the id of the button press")
+        _text(query.data, "the data of the button press")
+        if query.message is not None:
+            _chat(query.message.chat, "the chat of the button press")
+            _need(_is_int(query.message.message_id), "the pressed message id is not an integer")
+    member = update.my_chat_member
+    if member is not None:
+        _chat(member.chat, "the membership change")
+        _user(member.from_user, "the membership change")
+        _text(member.new_chat_member.status, "the membership status")
+    vote = update.poll_answer
+    if vote is not None:
+        _text(vote.poll_id, "the poll id")
+        _user(vote.user, "the vote")
+        _need(
+            isinstance(vote.option_ids, tuple | list) and all(_is_int(i) for i in vote.option_ids),
+            "the options of the vote are not integers",
+        )
+
+
+def _clean(data: Any) -> Any:
+    """The JSON without NUL characters (no database column takes them); `BadUpdate` for a lone
+    surrogate, which no store can encode and no real update holds."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadUpdate("the update holds text that is not Unicode") from None
+        return data.replace("\x00", "")
+    if isinstance(data, list):
+        return [_clean(v) for v in data]
+    if isinstance(data, dict):
+        return {_clean(k): _clean(v) for k, v in data.items()}
+    return data
+
+
+def read_update(body: bytes, bot: Bot | None) -> Update:
+    """A webhook body → a checked `Update`. Raises `BadUpdate`."""
+    try:
+        data = _clean(json.loads(body))
+        if not isinstance(data, dict):
+            raise BadUpdate("the body is not a JSON object")
+        update = Update.de_json(data, bot)
+    except NOT_AN_UPDATE as exc:
+        if isinstance(exc, BadUpdate):
+            raise
+        raise BadUpdate("not a Telegram update") from None
+    if update is None:
+        raise BadUpdate("not a Telegram update")
+    check_update(update)
+    return update
 
 
 def _media(message: Message) -> tuple[Attachment, ...]:
@@ -170,11 +347,22 @@ def _retry_after(error: RetryAfter) -> float:
     return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
 
 
+def _quiet_library_logs() -> None:
+    """httpx logs every request at INFO with its URL, which holds the bot token; the Bot logs
+    each call's parameters (chat ids, residents' words) at DEBUG. Neither belongs in our logs,
+    whatever level the process runs at."""
+    for name, level in (("httpx", logging.WARNING), ("telegram.Bot", logging.INFO)):
+        logger = logging.getLogger(name)
+        if logger.level < level:  # NOTSET, or set lower: raised; set higher: kept
+            logger.setLevel(level)
+
+
 class TelegramChannel:
     name = CHANNEL
 
     def __init__(self, config: TelegramConfig) -> None:
         self.config = config
+        _quiet_library_logs()
         self.bot = Bot(
             config.token,
             base_url=f"{config.api_base_url}/bot",
@@ -204,12 +392,9 @@ class TelegramChannel:
             ):
                 raise web.HTTPForbidden(text=f"invalid or missing {SECRET_HEADER}")
             try:
-                data = json.loads(await request.read())
-                update = Update.de_json(data, self.bot)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                raise web.HTTPBadRequest(text="not a Telegram update") from None
-            if update is None:
-                raise web.HTTPBadRequest(text="not a Telegram update")
+                update = read_update(await request.read(), self.bot)
+            except BadUpdate as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from None
             await self.accept(update, hooks)
             return web.Response(status=200)
 
@@ -265,9 +450,16 @@ class TelegramChannel:
             log.info("could not close a keyboard: %s", exc)
 
     async def fetch_media(self, attachment: Attachment) -> bytes:
+        """A resident's photo, refused (`MediaRefused`) when Telegram says it is over the
+        limit, when more arrives than that, or when its bytes are not an image."""
         bot = await self.ensure_bot()
         file = await bot.get_file(attachment.url.removeprefix(FILE_PREFIX))
-        return bytes(await file.download_as_bytearray())
+        check_size(file.file_size)
+        data = bytes(await file.download_as_bytearray())
+        if len(data) > MAX_BYTES:  # file_size was missing, or wrong
+            raise MediaRefused(f"the file is over the {MAX_BYTES} byte limit")
+        require_image(data)
+        return data
 
     # long polling, for staff without a public URL -----------------------------------------
 
@@ -276,24 +468,44 @@ class TelegramChannel:
             self._polling = asyncio.create_task(self._poll(hooks))
 
     async def _poll(self, hooks: Hooks) -> None:
-        bot = await self.ensure_bot()
-        await bot.delete_webhook()
-        offset = None
+        """Fetch updates until cancelled. Telegram keeps an update until a later offset is
+        asked for, so one that could not be taken (nothing could keep it) is asked for again,
+        and no failure — Telegram's or ours — ends the loop."""
+        offset: int | None = None
+        ready = False
+        pause = 1.0
         while True:
             try:
+                if not ready:
+                    bot = await self.ensure_bot()
+                    await bot.delete_webhook()
+                    ready = True
                 updates = await bot.get_updates(
                     offset=offset, timeout=25, allowed_updates=ALLOWED_UPDATES
                 )
             except RetryAfter as exc:
                 await asyncio.sleep(_retry_after(exc))
                 continue
-            except NetworkError as exc:
-                log.warning("polling Telegram failed, retrying: %s", exc)
-                await asyncio.sleep(2)
+            except TelegramError as exc:
+                log.warning("polling Telegram failed, retrying: %s", type(exc).__name__)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
                 continue
+            pause = 1.0
             for update in updates:
-                await self.accept(update, hooks)
-                offset = update.update_id + 1
+                try:
+                    check_update(update)
+                except BadUpdate as exc:
+                    log.warning("skipped a Telegram update: %s", exc)  # names no id
+                else:
+                    try:
+                        await self.accept(update, hooks)
+                    except Exception as exc:
+                        log.warning("could not take a Telegram update (%s)", type(exc).__name__)
+                        await asyncio.sleep(2)
+                        break  # not past it: Telegram gives it again
+                if _is_int(update.update_id):
+                    offset = max(offset or 0, update.update_id + 1)
 
     async def close(self) -> None:
         if self._polling is not None:

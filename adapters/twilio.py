@@ -24,8 +24,10 @@ from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.rest.content.v1.content import ContentList
+from yarl import URL
 
 from adapters.delivery import Pacer, split_text
+from adapters.media import CHUNK, MediaRefused, check_size, read_capped, require_image
 from adapters.message import Attachment, Hooks, Inbound, Outbound, Place, SendError, Sent
 
 __all__ = [
@@ -54,6 +56,27 @@ WINDOW = 24 * 60 * 60  # WhatsApp's customer-service window, in seconds
 MAX_QUICK_REPLIES, QUICK_REPLY_TITLE = 3, 20
 MAX_LIST_ITEMS, LIST_ITEM_TITLE, LIST_ITEM_DESCRIPTION = 10, 24, 72
 MAX_BODY = 1024
+MAX_SID = 64  # Twilio's SIDs are 34 characters; the message log holds up to 64
+MAX_NAME = 128  # a WhatsApp profile name, as the contact keeps it
+STATUSES = frozenset(
+    {
+        "accepted",
+        "scheduled",
+        "canceled",
+        "queued",
+        "sending",
+        "sent",
+        "failed",
+        "delivered",
+        "undelivered",
+        "receiving",
+        "received",
+        "read",
+        "partially_delivered",
+    }
+)
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_MEDIA_REDIRECTS = 3  # Twilio's media URL → its storage: one hop; a few allow for a CDN
 
 
 @dataclass(frozen=True)
@@ -120,6 +143,8 @@ def parse_message(params: Mapping[str, str]) -> Inbound:
     sender, sid = params.get("From", ""), params.get("MessageSid") or params.get("SmsSid")
     if not sender or not sid:
         raise BadWebhook("From and MessageSid are required")
+    if len(sid) > MAX_SID:
+        raise BadWebhook("MessageSid is not a Twilio id")
     channel = WHATSAPP if sender.startswith("whatsapp:") else SMS
     address = sender.removeprefix("whatsapp:")
     if not 3 <= len(address) <= 32:
@@ -151,7 +176,7 @@ def parse_message(params: Mapping[str, str]) -> Inbound:
         payload=payload,
         place=place,
         attachments=attachments,
-        name=params.get("ProfileName") or None,
+        name=params.get("ProfileName", "")[:MAX_NAME] or None,
         extra=extra,
     )
 
@@ -205,6 +230,38 @@ class _RebasedHttpClient(AsyncTwilioHttpClient):
             **body,
         ) as response:
             return Response(response.status, await response.text(), response.headers)
+
+
+def _media_url(raw: str, api_base_url: str) -> URL:
+    """`raw` when it is on the API base's scheme, host and port (no user info); else refused.
+    Twilio's own api.twilio.com URLs go through the configured base, as the REST calls do."""
+    base = URL(api_base_url)
+    try:
+        url = URL(raw)
+        if url.origin() == URL(TWILIO_API).origin() and api_base_url != TWILIO_API:
+            url = URL(api_base_url.rstrip("/") + url.raw_path_qs, encoded=True)
+    except (ValueError, TypeError):
+        raise MediaRefused("the media URL is not a URL") from None
+    same = (url.scheme.lower(), (url.host or "").lower(), url.port) == (
+        base.scheme.lower(),
+        (base.host or "").lower(),
+        base.port,
+    )
+    if not url.absolute or not same or url.user is not None or url.password is not None:
+        raise MediaRefused(f"the media URL is not on Twilio's API host {base.host}")
+    return url
+
+
+def _redirect(url: URL, location: str | None, schemes: tuple[str, ...]) -> URL:
+    if not location:
+        raise MediaRefused("the media redirected without a Location")
+    try:
+        target = url.join(URL(location))
+    except (ValueError, TypeError):
+        raise MediaRefused("the media redirected to something that is not a URL") from None
+    if target.scheme not in schemes or not target.host:
+        raise MediaRefused(f"the media redirected to a {target.scheme or 'relative'} URL")
+    return target
 
 
 def _short(text: str, limit: int) -> str:
@@ -263,7 +320,8 @@ class TwilioGateway:
         url = self.config.public_url + request.path_qs
         if not signature or not self.validator.validate(url, params, signature):
             raise web.HTTPForbidden(text="invalid or missing X-Twilio-Signature")
-        return params
+        # No database column takes a NUL character, and no resident types one.
+        return {k.replace("\x00", ""): v.replace("\x00", "") for k, v in params.items()}
 
     def routes(self, hooks: Hooks) -> list[web.RouteDef]:
         async def inbound(request: web.Request) -> web.Response:
@@ -280,6 +338,8 @@ class TwilioGateway:
             sid, state = params.get("MessageSid"), params.get("MessageStatus")
             if not sid or not state:
                 raise web.HTTPBadRequest(text="MessageSid and MessageStatus are required")
+            if len(sid) > MAX_SID or state not in STATUSES:
+                raise web.HTTPBadRequest(text="not a Twilio message status")
             sender = params.get("From", "")
             channel = WHATSAPP if sender.startswith("whatsapp:") else SMS
             await hooks.delivery_status(channel, sid, state, params.get("ErrorCode") or None)
@@ -290,14 +350,35 @@ class TwilioGateway:
     # media ---------------------------------------------------------------------------------
 
     async def fetch_media(self, attachment: Attachment) -> bytes:
+        """A resident's photo. Only a URL on the API's own host gets the account's credentials;
+        Twilio answers it with a redirect to short-lived storage elsewhere, followed here by
+        hand and without them. Raises `MediaRefused` (no URL in its message)."""
+        url = _media_url(attachment.url, self.config.api_base_url)
         if self._media is None:
-            self._media = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            self._media = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30),
+                cookie_jar=aiohttp.DummyCookieJar(),  # nothing carried from host to host
+            )
+        schemes = ("https",) if url.scheme == "https" else ("http", "https")
         auth = aiohttp.encode_basic_auth(self.config.account_sid, self.config.auth_token)
-        # Twilio answers with a redirect to short-lived storage; aiohttp follows it (and
-        # drops the Authorization header when the redirect leaves the host).
-        async with self._media.get(attachment.url, headers={"Authorization": auth}) as response:
-            response.raise_for_status()
-            return await response.read()
+        headers: dict[str, str] = {"Authorization": auth}
+        try:
+            for _hop in range(MAX_MEDIA_REDIRECTS + 1):
+                async with self._media.get(url, headers=headers, allow_redirects=False) as response:
+                    if response.status in REDIRECTS:
+                        url = _redirect(url, response.headers.get("Location"), schemes)
+                        headers = {}  # the credentials are for Twilio's API host only
+                        continue
+                    if response.status != 200:
+                        raise MediaRefused(f"the media answered HTTP {response.status}")
+                    check_size(response.content_length)
+                    data = await read_capped(response.content.iter_chunked(CHUNK))
+                    require_image(data)
+                    return data
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # aiohttp's messages quote the URL, whose query is the storage's signed credential.
+            raise MediaRefused(f"the media could not be downloaded: {type(exc).__name__}") from None
+        raise MediaRefused(f"the media redirected more than {MAX_MEDIA_REDIRECTS} times")
 
     # WhatsApp buttons ------------------------------------------------------------------------
 

@@ -6,16 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from bot.config import ConfigError, Settings
+from bot.logs import PrivateFormatter, configure_logging, secrets_of
 
-__all__ = ["main"]
+__all__ = ["PrivateFormatter", "main"]  # PrivateFormatter: now in bot.logs
 
 log = logging.getLogger("consulta")
 
@@ -121,10 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"consulta: {exc}", file=sys.stderr)
         return 2
-    handler = logging.StreamHandler()
-    handler.setFormatter(PrivateFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(
-        level=logging.WARNING if args.command == "chat" else logging.INFO, handlers=[handler]
+    configure_logging(
+        logging.WARNING if args.command == "chat" else logging.INFO, secrets_of(settings)
     )
     if args.command == "flows":
         from flows.check import main as check_main
@@ -154,19 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-class PrivateFormatter(logging.Formatter):
-    """Log lines without the row values a database error quotes (PostgreSQL's "DETAIL: Key
-    (channel, address)=(whatsapp, +52…)"): a traceback must not carry a phone number."""
-
-    DETAIL = re.compile(r"(DETAIL:\s+Key \().*?\)=\(.*?\)", re.DOTALL)
-
-    def formatException(self, ei: Any) -> str:
-        return self.DETAIL.sub(r"\1…)=(…)", super().formatException(ei))
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return self.DETAIL.sub(r"\1…)=(…)", super().formatMessage(record))
-
-
 def serving_loop() -> asyncio.Runner:
     """The event loop of the long-running processes: uvloop's, which carries about twice the
     webhooks per core of asyncio's own."""
@@ -175,18 +159,28 @@ def serving_loop() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-async def _runtime(settings: Settings, *, migrate: bool = True):  # type: ignore[no-untyped-def]
+async def _runtime(settings: Settings, *, migrate: bool = True, wait: bool = False):  # type: ignore[no-untyped-def]
+    """The process's runtime; with `wait` (serve, worker), a database that is not there yet is
+    waited for, not a reason to exit."""
+    from bot.outage import Outage
     from bot.runtime import Runtime
     from flows.check import FlowCheckError
+    from storage.errors import is_unavailable
 
-    try:
-        return await Runtime.create(settings, migrate=migrate)
-    except FlowCheckError as exc:
-        print(f"consulta: refusing to start, the flows have problems:\n{exc}", file=sys.stderr)
-        return None
-    except ValueError as exc:  # a channel setting that cannot be used
-        print(f"consulta: {exc}", file=sys.stderr)
-        return None
+    starting = Outage("starting up: the database")
+    while True:
+        try:
+            return await Runtime.create(settings, migrate=migrate)
+        except FlowCheckError as exc:
+            print(f"consulta: refusing to start, the flows have problems:\n{exc}", file=sys.stderr)
+            return None
+        except ValueError as exc:  # a channel setting that cannot be used
+            print(f"consulta: {exc}", file=sys.stderr)
+            return None
+        except Exception as exc:
+            if not (wait and is_unavailable(exc)):
+                raise
+            await starting.pause(exc)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -201,7 +195,7 @@ async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 
     from bot.server import build_app
 
-    runtime = await _runtime(settings)
+    runtime = await _runtime(settings, wait=True)
     if runtime is None:
         return 1
     runner = web.AppRunner(build_app(runtime), access_log=None)
@@ -220,7 +214,7 @@ async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, _args: argparse.Namespace) -> int:
-    runtime = await _runtime(settings, migrate=False)
+    runtime = await _runtime(settings, migrate=False, wait=True)
     if runtime is None:
         return 1
     if not settings.redis_url:

@@ -176,6 +176,13 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     result.lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "a key must be a plain name, not a list or a mapping",
+                key_node.start_mark,
+            )
         result[key] = loader.construct_object(value_node, deep=True)
         result.lines[key] = key_node.start_mark.line + 1
     return result
@@ -198,6 +205,13 @@ def load_yaml(source: str, path: str = "<flow>") -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise FlowFormatError(path, (mark.line + 1) if mark else 1, str(exc.problem)) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, a bell…)
+        line = source.count("\n", 0, exc.position) + 1
+        raise FlowFormatError(
+            path, line, f"a character that cannot be in YAML: {exc.reason}"
+        ) from exc
+    except RecursionError as exc:
+        raise FlowFormatError(path, 1, "nested too deeply") from exc
 
 
 def _line(node: Any, key: str | None = None) -> int:

@@ -168,7 +168,7 @@ class MessageLog(Base):
     channel: Mapped[str] = mapped_column(String(16))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     provider_id: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))
     body: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the whole internal message
     error: Mapped[str | None] = mapped_column(String(255))

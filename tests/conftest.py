@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import hypothesis  # noqa: F401 - imported early: trio's plugin warns (an error here) when it is not
 import pytest
 import redis.asyncio as aioredis
 

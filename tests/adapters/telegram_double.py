@@ -40,6 +40,8 @@ class TelegramDouble(LoopbackDouble):
     failures: deque[tuple[int, str, int | None]] = field(default_factory=deque)
     updates: deque[dict[str, Any]] = field(default_factory=deque)
     _ids: Any = field(default_factory=lambda: itertools.count(100))
+    file_body: bytes = PNG  # what a file download serves
+    file_size: int | None = None  # what getFile says of its size (default: the body's)
 
     def fail_next(self, status: int, description: str, retry_after: int | None = None) -> None:
         self.failures.append((status, description, retry_after))
@@ -99,7 +101,7 @@ class TelegramDouble(LoopbackDouble):
             return {
                 "file_id": fields["file_id"],
                 "file_unique_id": "u1",
-                "file_size": len(PNG),
+                "file_size": len(self.file_body) if self.file_size is None else self.file_size,
                 "file_path": f"photos/{fields['file_id']}.jpg",
             }
         return True  # answerCallbackQuery, setWebhook, setMyCommands, deleteWebhook…
@@ -149,7 +151,7 @@ class TelegramDouble(LoopbackDouble):
         if request.match_info["token"] != self.token:
             return web.Response(status=404)
         self.calls.append(Call("download", {"path": request.match_info["path"]}))
-        return web.Response(body=PNG, content_type="image/png")
+        return web.Response(body=self.file_body, content_type="image/png")
 
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._method)

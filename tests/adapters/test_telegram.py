@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,6 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
+from adapters.media import MAX_BYTES, MediaRefused
+from adapters.message import Attachment
 from adapters.telegram import SECRET_HEADER, TelegramChannel, TelegramConfig
 from bot.config import Settings
 from bot.runtime import Runtime
@@ -23,6 +27,7 @@ from bot.telegram_setup import StaffError, invite, post_poll, register_group, se
 from storage.models import MessageLog
 from tests.adapters.loopback import sending_runtime
 from tests.adapters.telegram_double import TelegramDouble
+from tests.adapters.twilio_double import PNG
 
 TOKEN = "123456:TEST-token"
 SECRET = "webhook-secret-of-the-test"
@@ -527,5 +532,165 @@ async def test_groups_are_paced_to_twenty_messages_a_minute(double: TelegramDoub
                 str(GROUP_ID), "¡Participa!", "Responder", "https://t.me/x"
             )
         assert time.monotonic() - started >= 2.5
+    finally:
+        await channel.close()
+
+
+# --- ids that are not integers: refused with 400, never answered ------------------------
+
+
+def _with_chat_id(update: dict[str, Any], value: Any) -> dict[str, Any]:
+    chat = {**PRIVATE, "id": value}
+    message = {**update["message"], "chat": chat}
+    return {**update, "message": message}
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["abc", "5550001", 5550001.0, 1.5, 2**80, True, None, [CHAT], {"id": CHAT}]
+)
+async def test_a_chat_id_that_is_not_an_integer_gets_400(
+    resident: Resident, rt: Runtime, double: TelegramDouble, bad_id: Any
+) -> None:
+    assert await resident.post(_with_chat_id(resident.message(text="hola"), bad_id)) == 400
+    assert await rt.store.find_contact("telegram", str(bad_id)) is None
+    assert double.called("sendMessage") == []
+
+
+async def test_a_user_id_that_is_not_an_integer_gets_400(
+    resident: Resident, double: TelegramDouble
+) -> None:
+    update = resident.message(text="hola")
+    update["message"]["from"] = {**USER, "id": "abc"}
+    assert await resident.post(update) == 400
+    assert double.called("sendMessage") == []
+
+
+async def test_a_button_press_or_membership_change_with_a_bad_chat_id_gets_400(
+    resident: Resident, rt: Runtime, double: TelegramDouble
+) -> None:
+    press = {
+        "update_id": next(resident.ids),
+        "callback_query": {
+            "id": "cb1",
+            "from": USER,
+            "chat_instance": "ci",
+            "data": "consent:1",
+            "message": {"message_id": 1, "date": 1, "chat": {**PRIVATE, "id": "abc"}},
+        },
+    }
+    assert await resident.post(press) == 400
+    blocked = membership("kicked")
+    blocked["my_chat_member"]["chat"] = {**PRIVATE, "id": 1.5}
+    assert await resident.post(blocked) == 400
+    assert double.calls == [] and await rt.groups.all("telegram") == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"text": 123},
+        {"text": ["hola"]},
+        {"caption": {"a": 1}},
+        {"location": {"latitude": "north", "longitude": 1}},
+        {"location": {"latitude": float("nan"), "longitude": 1}},
+        {"photo": "a picture"},
+        {"photo": [{"file_id": "f", "file_unique_id": "u", "width": "1", "height": 1}]},
+        {"date": 10**30, "text": "hola"},
+        {"text": "\ud800"},  # a lone surrogate no store can encode
+    ],
+)
+async def test_fields_of_the_wrong_type_get_400(
+    resident: Resident, double: TelegramDouble, message: dict[str, Any]
+) -> None:
+    update = resident.message(**message)
+    raw = json.dumps(update, allow_nan=True)
+    response = await resident.client.post(
+        "/webhooks/telegram",
+        data=raw,
+        headers={SECRET_HEADER: SECRET, "Content-Type": "application/json"},
+    )
+    assert response.status == 400
+    assert double.called("sendMessage") == []
+
+
+async def test_nul_characters_are_dropped_not_a_server_error(
+    resident: Resident, rt: Runtime, double: TelegramDouble
+) -> None:
+    assert await resident.post(resident.message(text="ho\0la")) == 200
+    assert double.texts_to(CHAT)  # answered
+    contact = await rt.store.find_contact("telegram", str(CHAT))
+    assert contact is not None
+
+
+async def test_long_polling_skips_an_update_with_a_bad_chat_id(
+    settings: Settings, double: TelegramDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = await Runtime.create(
+        replace(settings, env=telegram_env(double, TELEGRAM_POLLING="1")),
+        migrate=settings.redis_url is None,
+    )
+    good = {"message_id": 2, "date": int(time.time()), "chat": PRIVATE, "from": USER}
+    double.updates.extend(
+        [
+            {"update_id": 1, "message": {**good, "chat": {**PRIVATE, "id": "abc"}, "text": "a"}},
+            {"update_id": 2, "message": {**good, "text": "hola"}},
+        ]
+    )
+    stop = asyncio.Event()
+    sending = asyncio.create_task(runtime.outbox.run(stop))
+    try:
+        with caplog.at_level(logging.WARNING):
+            await runtime.start_channels()
+            for _ in range(100):
+                if double.called("sendMessage"):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await sending
+        await runtime.close()
+    assert [int(m["chat_id"]) for m in double.called("sendMessage")] == [CHAT]
+    [skipped] = [r for r in caplog.records if "skipped a Telegram update" in r.getMessage()]
+    assert "abc" not in skipped.getMessage() and str(CHAT) not in skipped.getMessage()
+
+
+# --- photos: capped, images only -------------------------------------------------------
+
+
+def _photo_channel(double: TelegramDouble) -> TelegramChannel:
+    return TelegramChannel(TelegramConfig(TOKEN, SECRET, PUBLIC, api_base_url=double.url))
+
+
+async def test_a_photo_telegram_says_is_too_large_is_not_downloaded(
+    double: TelegramDouble,
+) -> None:
+    double.file_size = MAX_BYTES + 1
+    channel = _photo_channel(double)
+    try:
+        with pytest.raises(MediaRefused, match="byte limit"):
+            await channel.fetch_media(Attachment("tg-file:big", "image/jpeg"))
+    finally:
+        await channel.close()
+    assert double.called("getFile") and double.called("download") == []
+
+
+async def test_a_photo_larger_than_telegram_said_is_refused(double: TelegramDouble) -> None:
+    double.file_body, double.file_size = PNG + b"\0" * MAX_BYTES, 1000
+    channel = _photo_channel(double)
+    try:
+        with pytest.raises(MediaRefused, match="byte limit"):
+            await channel.fetch_media(Attachment("tg-file:big", "image/jpeg"))
+    finally:
+        await channel.close()
+
+
+async def test_a_file_that_is_not_an_image_is_refused(double: TelegramDouble) -> None:
+    double.file_body = b"MZ\x90\x00 an executable"
+    channel = _photo_channel(double)
+    try:
+        with pytest.raises(MediaRefused, match="not an image"):
+            await channel.fetch_media(Attachment("tg-file:x", "image/jpeg"))
+        double.file_body = PNG
+        assert await channel.fetch_media(Attachment("tg-file:x", "image/jpeg")) == PNG
     finally:
         await channel.close()

@@ -3,7 +3,9 @@ replies sent with the real `twilio` library to a double of the REST API on loopb
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +19,8 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from adapters.delivery import split_text
-from adapters.message import Outbound, SendError
+from adapters.media import MAX_BYTES, MediaRefused
+from adapters.message import Attachment, Outbound, SendError
 from adapters.twilio import (
     WHATSAPP,
     TwilioChannel,
@@ -30,7 +33,7 @@ from bot.runtime import Runtime
 from bot.server import MAX_BODY, build_app
 from storage.models import MessageLog
 from tests.adapters.loopback import sending_runtime
-from tests.adapters.twilio_double import TwilioDouble
+from tests.adapters.twilio_double import PNG, StorageDouble, TwilioDouble
 
 SID = "AC" + "1" * 32
 TOKEN = "twilio-test-token"
@@ -438,3 +441,156 @@ def test_templates_must_be_json() -> None:
             {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_TEMPLATES": "[1]"},
             PUBLIC,
         )
+
+
+# --- media: only from Twilio's host, credentials only there, capped, images only ----------
+
+
+@pytest.fixture
+async def storage() -> AsyncIterator[StorageDouble]:
+    other = StorageDouble()
+    await other.start()
+    try:
+        yield other
+    finally:
+        await other.stop()
+
+
+def _gateway(double: TwilioDouble) -> TwilioGateway:
+    return TwilioGateway(TwilioConfig(SID, TOKEN, PUBLIC, api_base_url=double.url))
+
+
+async def _fetch(double: TwilioDouble, url: str) -> bytes:
+    gateway = _gateway(double)
+    try:
+        return await gateway.fetch_media(Attachment(url, "image/png"))
+    finally:
+        await gateway.close()
+
+
+async def test_the_redirect_to_storage_on_another_host_carries_no_credentials(
+    double: TwilioDouble, storage: StorageDouble
+) -> None:
+    double.storage = storage.url
+    assert await _fetch(double, double.media_url("ME1")) == PNG
+    [asked] = double.media_requests
+    assert asked is not None and asked.startswith("Basic ")
+    assert storage.requests == [None]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "{storage}/storage/ME1",  # another port of the same address: another origin
+        "https://evil.example/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+        "{api}@evil.example/x",  # the API's host as user info
+        "http://user:pw@{api_host}/2010-04-01/x",
+        "ftp://{api_host}/x",
+        "/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+        "not a url at all",
+    ],
+)
+async def test_a_media_url_off_the_api_host_is_never_fetched(
+    double: TwilioDouble, storage: StorageDouble, where: str
+) -> None:
+    url = where.format(storage=storage.url, api=double.url, api_host=double.url[7:])
+    with pytest.raises(MediaRefused):
+        await _fetch(double, url)
+    assert storage.requests == [] and double.media_requests == []
+
+
+async def test_redirects_are_followed_a_few_times_only(
+    double: TwilioDouble, storage: StorageDouble
+) -> None:
+    double.storage, storage.hops = storage.url, 2
+    assert await _fetch(double, double.media_url("ME1")) == PNG
+    assert storage.requests == [None, None, None]
+    storage.hops = 10
+    with pytest.raises(MediaRefused, match="redirected more than"):
+        await _fetch(double, double.media_url("ME1"))
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "streamed"])
+async def test_a_file_over_the_limit_is_refused(
+    double: TwilioDouble, storage: StorageDouble, chunked: bool
+) -> None:
+    double.storage = storage.url
+    storage.body, storage.chunked = PNG + b"\0" * MAX_BYTES, chunked
+    with pytest.raises(MediaRefused, match="byte limit"):
+        await _fetch(double, double.media_url("ME1"))
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>login</html>", b"%PDF-1.7\n", b"", b"RIFF\0\0\0\0WAVEfmt "]
+)
+async def test_a_file_that_is_not_an_image_is_refused_whatever_its_content_type(
+    double: TwilioDouble, storage: StorageDouble, body: bytes
+) -> None:
+    double.storage, storage.body = storage.url, body
+    with pytest.raises(MediaRefused, match="not an image"):
+        await _fetch(double, double.media_url("ME1"))
+
+
+async def test_a_refused_photo_is_logged_without_its_url_or_the_resident(
+    phone: Phone, rt: Runtime, storage: StorageDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    for step in ("reporte", "sí", "4"):  # as in the report test above, up to the photo
+        await phone.say(step)
+    await phone.say(Latitude="20.12", Longitude="-98.73")
+    await phone.say("Bache enorme frente a la escuela")
+    url = f"{storage.url}/storage/ME1?Signature=very-secret-signature"
+    with caplog.at_level(logging.INFO):
+        await phone.say(NumMedia="1", MediaUrl0=url, MediaContentType0="image/png")
+    assert storage.requests == []
+    [sub] = await rt.store.submissions()
+    assert sub["answers"]["photo"]["media"] == url  # the provider's reference, not a copy
+    kept = await asyncio.to_thread(lambda: list(Path(rt.settings.media_dir).glob("*")))
+    assert kept == []
+    logged = "\n".join(
+        r.getMessage() + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
+        for r in caplog.records
+    )
+    assert "could not keep a photo" in logged
+    assert "very-secret-signature" not in logged and RESIDENT[1:] not in logged
+
+
+async def test_twilios_own_media_urls_go_through_the_configured_api_base(
+    double: TwilioDouble,
+) -> None:
+    path = double.media_url("ME7").removeprefix(double.url)
+    assert await _fetch(double, "https://api.twilio.com" + path) == PNG
+    assert double.media_requests[0] is not None  # the base is the API: credentials go there
+
+
+def test_media_urls_are_fetched_from_the_api_base_host_by_default() -> None:
+    config = TwilioConfig.from_env({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN}, PUBLIC)
+    assert config is not None and config.api_base_url == "https://api.twilio.com"
+
+
+# --- what Postgres can't hold never reaches it ------------------------------------------
+
+
+async def test_nul_characters_a_long_sid_and_a_long_name_are_not_a_server_error(
+    phone: Phone, rt: Runtime
+) -> None:
+    long_name = "Lupe\0" + "x" * 500
+    assert await phone.post(phone.form("ho\0la", ProfileName=long_name)) == 200
+    assert await phone.post(phone.form("s\0í", ProfileName=long_name)) == 200  # consent: name
+    assert await phone.post(phone.form("hola", MessageSid="SM" + "1" * 100)) == 400
+    assert await _inbound_bodies(rt) == ["hola", "sí"]
+
+
+async def test_an_unknown_delivery_status_is_refused(phone: Phone) -> None:
+    form = {"MessageSid": "SM1", "MessageStatus": "x" * 40, "From": WA_FROM, "AccountSid": SID}
+    response = await phone.client.post(
+        "/webhooks/twilio/status",
+        data=form,
+        headers={"X-Twilio-Signature": sign(form, "/webhooks/twilio/status")},
+    )
+    assert response.status == 400
+
+
+async def _inbound_bodies(rt: Runtime) -> list[str | None]:
+    async with rt.store._sessions() as session:
+        rows = await session.execute(select(MessageLog.body).where(MessageLog.direction == "in"))
+    return list(rows.scalars())

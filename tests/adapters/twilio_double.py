@@ -35,6 +35,7 @@ class TwilioDouble(LoopbackDouble):
     failures: deque[Failure] = field(default_factory=deque)
     contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # ContentSid → request
     contents_down: bool = False
+    storage: str = ""  # where media redirects: another host's base URL; "" for this one
 
     def fail_next(self, status: int, code: int, message: str = "error", times: int = 1) -> None:
         self.failures.extend(Failure(status, code, message) for _ in range(times))
@@ -122,7 +123,8 @@ class TwilioDouble(LoopbackDouble):
         if not self._authorised(request):
             return web.Response(status=401)
         # Like Twilio: the media URL redirects to short-lived storage that needs no auth.
-        raise web.HTTPTemporaryRedirect(f"/storage/{request.match_info['name']}")
+        name = request.match_info["name"]
+        raise web.HTTPTemporaryRedirect(f"{self.storage}/storage/{name}?Signature=s3cr3t")
 
     async def _storage(self, request: web.Request) -> web.Response:
         return web.Response(body=PNG, content_type="image/png")
@@ -135,3 +137,37 @@ class TwilioDouble(LoopbackDouble):
         app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{msg}/Media/{name}", self._media)
         app.router.add_get("/storage/{name}", self._storage)
         app.router.add_post("/v1/Content", self._create_content)
+
+
+@dataclass
+class StorageDouble(LoopbackDouble):
+    """Short-lived media storage on another host (another port of 127.0.0.1): serves `body`
+    to anyone, records the Authorization header of every request, and can redirect `hops`
+    times more, or stream without a Content-Length."""
+
+    body: bytes = PNG
+    content_type: str = "image/png"
+    hops: int = 0
+    chunked: bool = False
+    requests: list[str | None] = field(default_factory=list)
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request.headers.get("Authorization"))
+        hop = int(request.query.get("hop", "0"))
+        if hop < self.hops:
+            raise web.HTTPFound(f"/storage/{request.match_info['name']}?hop={hop + 1}")
+        if not self.chunked:
+            return web.Response(body=self.body, content_type=self.content_type)
+        response = web.StreamResponse(headers={"Content-Type": self.content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            for start in range(0, len(self.body), 1 << 20):
+                await response.write(self.body[start : start + (1 << 20)])
+        except (ConnectionError, RuntimeError):  # the client stopped reading: as it should
+            return response
+        await response.write_eof()
+        return response
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/storage/{name}", self._file)

@@ -2,9 +2,9 @@
 
 A reply being sent is claimed (status "sending", by `claimed_by` until `claimed_until`), so a
 reply is sent by one process, once; a claim whose process died, or whose lease ran out, is taken
-over. The
-sweeper looks for work left behind (inbound "received", outbound "queued"/"sending") through a
-small partial index instead of the whole message log.
+over. The sweeper looks for work left behind (inbound "received", outbound "queued"/"sending")
+through a small partial index instead of the whole message log. The status column widens to
+fit every status Twilio reports.
 
 Revision ID: 0004
 Revises: 0003
@@ -29,6 +29,8 @@ UNFINISHED = sa.text("status IN ('received', 'queued', 'sending')")
 def upgrade() -> None:
     """Upgrade schema."""
     with op.batch_alter_table("messages") as batch:
+        # Twilio's "partially_delivered" is 19 characters.
+        batch.alter_column("status", type_=sa.String(length=32), existing_type=sa.String(16))
         batch.add_column(sa.Column("claimed_by", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True))
     op.create_index(
@@ -46,3 +48,4 @@ def downgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("claimed_until")
         batch.drop_column("claimed_by")
+        batch.alter_column("status", type_=sa.String(length=16), existing_type=sa.String(32))
