@@ -322,8 +322,8 @@ def parse_update(update: Update) -> Inbound | None:
         "name": user.first_name if user else None,
     }
     text = message.text or message.caption
-    if text and text.split(maxsplit=1)[0].split("@")[0] == "/start":
-        parts = text.split(maxsplit=1)
+    parts = (text or "").split(maxsplit=1)  # nothing at all for a text of only spaces
+    if parts and parts[0].split("@")[0] == "/start":
         return Inbound(**base, start=parts[1].strip() if len(parts) > 1 else "")
     place = None
     if message.location is not None:

@@ -147,6 +147,9 @@ class Outbox:
         self.store, self.queue = store, queue
         self.senders: dict[str, Sender] = {}
         self.recording = Outage("recording sent replies (database)")
+        # Shared by the sending loops: an outage is said once, not once per loop.
+        self.queue_down = Outage("the outbound queue")
+        self.store_down = Outage("sending replies (database)")
 
     def register(self, channel: str, sender: Sender) -> None:
         self.senders[channel] = sender
@@ -160,8 +163,7 @@ class Outbox:
         await asyncio.gather(*(self._loop(stop) for _ in range(concurrency)))
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        queue_down = Outage("the outbound queue")
-        store_down = Outage("sending replies (database)")
+        queue_down, store_down = self.queue_down, self.store_down
         while not stop.is_set():
             try:
                 item = await self.queue.get(wait=0.5)

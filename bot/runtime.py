@@ -27,7 +27,7 @@ from flows.model import Flow
 from storage.db import connect, migrate_async
 from storage.errors import is_unavailable
 from storage.media import MediaStore
-from storage.presence import BEAT_EVERY, Presence, process_id
+from storage.presence import Presence, process_id
 from storage.repository import ContactInfo, DataRights, Groups, Store
 from storage.state import StateStore, open_state_store, redis_client
 
@@ -35,10 +35,23 @@ __all__ = ["Runtime", "Unavailable"]
 
 log = logging.getLogger(__name__)
 
+TICK = 1.0  # seconds between the supervisor's looks at Redis, the spool and the sweep clock
+SPOOL_LOOK = 0.25  # …while webhooks wait in the spool
 SWEEP_EVERY = 3.0  # seconds between looks for work a crashed process (or an outage) left
 STALE_AFTER = timedelta(seconds=30)  # a reply queued this long, unsent, is queued again
 PENDING_AFTER = timedelta(seconds=3)  # a message recorded this long, unhandled, is handled
 RECORD_TIMEOUT = 5.0  # seconds a webhook waits for the database before it is spooled
+
+
+_NOT_RUN = object()
+
+
+def _lane(entry: Entry) -> tuple[str, ...]:
+    """Whose entry: one resident's messages are replayed in order, statuses one at a time."""
+    message = entry.data.get("message") or {}
+    if entry.data.get("kind") == "inbound":
+        return ("inbound", str(message.get("channel")), str(message.get("address")))
+    return ("status",)
 
 
 class Unavailable(Exception):
@@ -62,7 +75,6 @@ class Runtime:
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _passes: dict[int, bool] = field(default_factory=dict)  # contact → another pass wanted
     _handling: Outage = field(default_factory=lambda: Outage("handling messages"))
-    _heartbeat: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.groups = Groups(self.store)
@@ -95,23 +107,13 @@ class Runtime:
         runtime = cls(
             settings, flows, store, states, queue, engine, outbox, inbox, spool, presence, channels
         )
-        if presence is not None:
-            with contextlib.suppress(Exception):  # Redis away: the heartbeat keeps trying
+        if presence is not None and settings.redis_url:
+            with contextlib.suppress(Exception):  # Redis away: the renewal keeps trying
                 await presence.beat()  # alive before taking any lock, which names us
-            runtime._heartbeat = asyncio.create_task(runtime._beat(presence))
+            # Renewed for as long as the process lives: its locks and claims are taken over
+            # within seconds of its death, and not before.
+            presence.keep_alive(settings.redis_url)
         return runtime
-
-    async def _beat(self, presence: Presence) -> None:
-        """This process's presence, renewed for as long as it lives (its locks and claims are
-        taken over within seconds of its death, and not before)."""
-        redis = Outage("Redis (presence)")
-        while True:
-            try:
-                await presence.beat()
-                redis.over()
-            except Exception as exc:
-                redis.fail(exc)
-            await asyncio.sleep(BEAT_EVERY)
 
     # what channels call (adapters.message.Hooks) ------------------------------------------
 
@@ -271,33 +273,59 @@ class Runtime:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def replay_spool(self) -> int:
-        """Record what waited in the spool, in arrival order, once the database answers.
-        Returns how many entries were replayed."""
-        if not self.spool.active or not await self.spool.waiting():
+        """Record what waited in the spool, in arrival order for each resident (residents side
+        by side), once the database answers. Returns how many entries were replayed."""
+        if not await self.spool.waiting():  # also what another process spooled, or left
             return 0
         await self.store.ping()  # raises while the database is still away
         replayed = 0
         while entries := await self.spool.take():
-            contacts: list[int] = []
-            for entry in entries:
-                try:
-                    contact_id = await self._replay(entry)
-                except Exception as exc:
-                    await self.spool.done(entries[: entries.index(entry)])
-                    if is_unavailable(exc):
-                        raise
-                    await self.spool.set_aside(entry)  # a poison entry must not block the rest
-                    log.error("spool: an entry could not be replayed (%s)", type(exc).__name__)
-                    return replayed
-                replayed += 1
-                if contact_id is not None:
-                    contacts.append(contact_id)
-            await self.spool.done(entries)
+            done, error, contacts = await self._replay_batch(entries)
+            await self.spool.done(entries[:done])
+            replayed += done
             for contact_id in dict.fromkeys(contacts):
                 self.process_soon(contact_id)
+            if error is None:
+                continue
+            if is_unavailable(error):
+                raise error
+            # A poison entry (the database answers, yet it cannot be recorded) must not hold
+            # back the others: kept aside for a person to look at.
+            await self.spool.set_aside(entries[done])
+            log.error("spool: an entry could not be replayed (%s)", type(error).__name__)
         await self.spool.waiting()
-        log.info("spool: %d webhooks replayed", replayed)
+        if replayed:
+            log.info("spool: %d webhooks replayed", replayed)
         return replayed
+
+    async def _replay_batch(
+        self, entries: list[Entry]
+    ) -> tuple[int, BaseException | None, list[int]]:
+        """Replay `entries`, one lane per resident, each lane in order and stopping at its
+        first failure. Returns how many leading entries are done (what may leave the spool;
+        a later one done already is recorded once more, harmlessly, by its provider id), the
+        first failure, and the residents to handle."""
+        outcomes: list[Any] = [_NOT_RUN] * len(entries)
+        lanes: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, entry in enumerate(entries):
+            lanes[_lane(entry)].append(i)
+
+        async def lane(indexes: list[int]) -> None:
+            for i in indexes:
+                try:
+                    outcomes[i] = await self._replay(entries[i])
+                except Exception as exc:
+                    outcomes[i] = exc
+                    return
+
+        await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
+        done = next(
+            (i for i, o in enumerate(outcomes) if o is _NOT_RUN or isinstance(o, Exception)),
+            len(entries),
+        )
+        # The first entry not done is a failure: a lane stops only after one of its own.
+        error = outcomes[done] if done < len(entries) else None
+        return done, error, [o for o in outcomes if isinstance(o, int)]
 
     async def _replay(self, entry: Entry) -> int | None:
         data = entry.data
@@ -348,8 +376,10 @@ class Runtime:
                     database.fail(exc)
                 else:
                     log.exception("sweep failed")
+            # Closer looks while webhooks wait in the spool: they are replayed soon after the
+            # database answers again.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), BEAT_EVERY)
+                await asyncio.wait_for(stop.wait(), SPOOL_LOOK if self.spool.active else TICK)
 
     async def drain(self) -> None:
         """Wait for background processing and queued sends (tests, the terminal)."""
@@ -367,10 +397,6 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
         if self.presence is not None:
             with contextlib.suppress(Exception):
                 await self.presence.leave()  # others take over at once, not in seconds

@@ -3,6 +3,7 @@
 PREFIX = "consulta:"
 CONVERSATION = PREFIX + "conv:"  # + contact id → the conversation JSON
 LOCK = PREFIX + "lock:"  # + contact id → "<process id>|<token>" of the inbox lock's holder
+ANOTHER_PASS = PREFIX + "more:"  # + contact id → the holder is asked to look for work again
 OUTBOUND = PREFIX + "outbound"  # list of queue items (a turn's outbound message ids)
 OUTBOUND_WORKING = PREFIX + "outbound:working:"  # + process id → items that process is sending
 SENT = PREFIX + "sent:"  # + outbound message id → provider id, once the provider accepted it

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -25,7 +24,7 @@ from redis.commands.core import AsyncScript
 
 from storage import keys
 from storage.batch import Batcher
-from storage.presence import process_id
+from storage.presence import ALIVE_FOR, process_id
 
 __all__ = [
     "Held",
@@ -43,22 +42,28 @@ CONVERSATION_TTL = 60 * 60 * 24 * 30  # a conversation idle this long is forgott
 # ALIVE_FOR seconds of its death); the TTL is only a backstop for a holder that is alive but
 # stuck.
 LOCK_TTL = 60
-LOCK_WAIT = 30  # seconds to wait for a lock before giving up (the sweep tries again)
-LOCK_POLL = 0.005  # seconds between tries for a lock another process holds
 
 Call = tuple[list[str], list[Any]]  # a script's keys and arguments
 
 
 class Held:
     """A contact's conversation while its lock is held: read when the lock was taken, written
-    back when it is let go (or earlier, with `save`)."""
+    back with `save`, and when letting go (`done`)."""
 
-    def __init__(self, state: dict[str, Any] | None, save: Any) -> None:
+    def __init__(self, state: dict[str, Any] | None, write: Any) -> None:
         self.state = state
-        self._save = save
+        self._write = write
+        self.released = False
 
     async def save(self) -> None:
-        await self._save(self.state)
+        await self._write(self.state)
+
+    async def done(self) -> bool:
+        """Write the conversation back and let go — unless another process asked for one more
+        pass meanwhile (a message of this resident reached it while we held the lock): then
+        the lock is kept, and the caller looks for work again. True when let go."""
+        self.released = await self._write(self.state, release=True)
+        return self.released
 
 
 class StateStore(Protocol):
@@ -66,7 +71,9 @@ class StateStore(Protocol):
 
     async def set(self, contact_id: int, data: dict[str, Any] | None) -> None: ...
 
-    def hold(self, contact_id: int) -> Any: ...  # an async context manager yielding `Held`
+    def hold(self, contact_id: int) -> Any:
+        """An async context manager yielding `Held`, or None when another live process holds
+        the contact and has been asked to handle what is waiting (it will, before letting go)."""
 
     async def ping(self) -> None: ...
 
@@ -96,9 +103,15 @@ class MemoryStateStore:
         self._locks[contact_id] = (lock, users + 1)
         try:
             async with lock:
-                held = Held(await self.get(contact_id), lambda state: self.set(contact_id, state))
+
+                async def write(state: dict[str, Any] | None, *, release: bool = False) -> bool:
+                    await self.set(contact_id, state)
+                    return True
+
+                held = Held(await self.get(contact_id), write)
                 yield held
-                await held.save()
+                if not held.released:
+                    await held.done()
         finally:
             lock, users = self._locks[contact_id]
             if users <= 1:
@@ -117,26 +130,36 @@ class RedisStateStore:
     """State shared by every web and worker process through one Redis."""
 
     # Taking the lock reads the conversation, and letting it go writes it back: one round trip
-    # each, where a separate lock, GET and SET would take four. A lock whose holder is no longer
-    # alive is taken over; its cached conversation may be older than what the dead holder
-    # committed to the database, so the newcomer reads the durable copy instead (returns 2).
+    # each, where a separate lock, GET and SET would take four. Taking a lock renews the
+    # taker's presence (a lock always names a process known to be alive). A lock whose holder
+    # is no longer alive is taken over; its cached conversation may be older than what the
+    # dead holder committed to the database, so the newcomer reads the durable copy (2). A lock
+    # held by a live process is not waited for: it is asked for one more pass (0), and its
+    # release sees the request and keeps the lock for that pass instead (2).
     ACQUIRE = """
     if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+      redis.call('del', KEYS[3])
+      redis.call('set', ARGV[4], '1', 'PX', ARGV[5])
       return {1, redis.call('get', KEYS[2])}
     end
     local holder = string.match(redis.call('get', KEYS[1]) or '', '^(.*)|')
     if holder and redis.call('exists', ARGV[3] .. holder) == 0 then
       redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-      redis.call('del', KEYS[2])
+      redis.call('del', KEYS[2], KEYS[3])
+      redis.call('set', ARGV[4], '1', 'PX', ARGV[5])
       return {2}
     end
+    redis.call('set', KEYS[3], '1', 'PX', ARGV[2])
     return {0}
     """
     RELEASE = """
     if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
     if ARGV[2] == '' then redis.call('del', KEYS[2])
     else redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
-    if ARGV[4] == '1' then redis.call('del', KEYS[1]) end
+    if ARGV[4] == '1' then
+      if ARGV[5] == '1' and redis.call('del', KEYS[3]) == 1 then return 2 end
+      redis.call('del', KEYS[1])
+    end
     return 1
     """
 
@@ -167,40 +190,43 @@ class RedisStateStore:
             await self.redis.delete(key)
 
     @asynccontextmanager
-    async def hold(self, contact_id: int) -> AsyncIterator[Held]:
-        # A lock safe across processes that expires if its holder dies, so a crashed worker
-        # cannot wedge a resident's inbox.
+    async def hold(self, contact_id: int) -> AsyncIterator[Held | None]:
         lock, conversation = f"{keys.LOCK}{contact_id}", f"{keys.CONVERSATION}{contact_id}"
+        more = f"{keys.ANOTHER_PASS}{contact_id}"
         token = f"{self.holder}|{secrets.token_hex(8)}"
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            taken = await self._acquires.submit(
-                ([lock, conversation], [token, LOCK_TTL * 1000, keys.ALIVE])
-            )
-            if isinstance(taken, Exception):
-                raise taken
-            if taken[0] == 2:
-                log.info("contact %s's inbox taken over from a process that died", contact_id)
-            if taken[0]:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"contact {contact_id}'s inbox stayed locked")
-            await asyncio.sleep(LOCK_POLL)
+        alive = [keys.ALIVE, keys.ALIVE + self.holder, int(ALIVE_FOR * 1000)]
+        taken = await self._acquires.submit(
+            ([lock, conversation, more], [token, LOCK_TTL * 1000, *alive])
+        )
+        if isinstance(taken, Exception):
+            raise taken
+        if not taken[0]:  # a live process holds them, and will make one more pass for us
+            yield None
+            return
+        if taken[0] == 2:
+            log.info("contact %s's inbox taken over from a process that died", contact_id)
 
-        async def write(state: dict[str, Any] | None, *, release: bool = False) -> None:
+        async def write(state: dict[str, Any] | None, *, release: bool = False) -> bool:
             data = json.dumps(state, separators=(",", ":")) if state is not None else ""
-            args = [token, data, CONVERSATION_TTL, "1" if release else "0"]
-            written = await self._releases.submit(([lock, conversation], args))
+            flags = ["1" if release else "0", "1" if release and not failing else "0"]
+            args = [token, data, CONVERSATION_TTL, *flags]
+            written = await self._releases.submit(([lock, conversation, more], args))
             if isinstance(written, Exception):
                 raise written
             if not written:
                 log.warning("contact %s's lock was lost while held; state not written", contact_id)
+            return written != 2
 
+        failing = False
         held = Held(json.loads(taken[1]) if len(taken) > 1 and taken[1] else None, write)
         try:
             yield held
+        except BaseException:
+            failing = True  # let go whatever was asked: the sweep retries what is left
+            raise
         finally:
-            await write(held.state, release=True)
+            if not held.released:
+                await write(held.state, release=True)
 
     async def ping(self) -> None:
         await self.redis.ping()

@@ -694,3 +694,8 @@ async def test_a_file_that_is_not_an_image_is_refused(double: TelegramDouble) ->
         assert await channel.fetch_media(Attachment("tg-file:x", "image/jpeg")) == PNG
     finally:
         await channel.close()
+
+
+async def test_a_text_of_only_spaces_is_no_crash(resident: Resident) -> None:
+    """Found by the fuzzing: "/start" was looked for in the first word of a text with none."""
+    assert await resident.post(resident.message(text="   ")) == 200

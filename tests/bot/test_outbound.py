@@ -4,6 +4,7 @@ fails, and what a dead process was sending taken over by the living — on both 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -35,6 +36,12 @@ class Recorder:
             raise self.failures.pop(0)
         self.sent.append(message)
         return Sent(provider_id=f"p{len(self.sent)}")
+
+
+async def redis_up_for_a_while(rt: Runtime) -> None:
+    """Presence is judged only once Redis has been up long enough for everyone to renew it."""
+    assert isinstance(rt.queue, RedisQueue)
+    await rt.queue.redis.set(keys.EPOCH, f"test:{time.time() - 60}")
 
 
 async def open_runtime(settings: Settings) -> tuple[Runtime, Recorder]:
@@ -127,6 +134,7 @@ async def test_what_a_dead_process_was_sending_is_taken_over_and_sent_once(
         assert await dead.queue.get(wait=1) is not None
         assert await dead.store.claim_outbound(message_id, 600, dead.queue.holder)
         await dead.close()  # its presence is gone, as after a SIGKILL (within seconds)
+        await redis_up_for_a_while(living)
         assert await living.outbox.deliver(message_id) == "sending"  # still claimed…
         await living.sweep()  # …until the sweep sees whose claim it is
         assert await living.queue.rescue() == 1  # its working list put back
@@ -152,6 +160,7 @@ async def test_a_send_the_provider_accepted_is_recorded_not_repeated_after_a_cra
         # Sent, noted — and the process died before the database heard of it.
         await dead.queue.note_sent(message_id, "SMalready")
         await dead.close()
+        await redis_up_for_a_while(living)
         await living.sweep()
         assert await living.outbox.deliver(message_id) == "sent"
         assert recorder.sent == []  # not sent again
