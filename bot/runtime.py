@@ -124,7 +124,8 @@ class Runtime:
             await self._spool("inbound", message=inbound.to_dict())  # behind what waits
             return True
         try:
-            received = await asyncio.wait_for(self.inbox.receive(inbound), RECORD_TIMEOUT)
+            async with asyncio.timeout(RECORD_TIMEOUT):  # no task of its own, unlike wait_for
+                received = await self.inbox.receive(inbound)
         except Exception as exc:
             if inbound.provider_id is None:  # a local channel: there is nobody to acknowledge
                 raise

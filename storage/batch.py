@@ -5,8 +5,7 @@ statement for a whole batch, not per message.
 A caller submits its item and waits for its own result. Batches form by themselves: the first
 item after a quiet spell is written at once, alone; whatever arrives while that write is in
 flight goes together in the next one. Only when batches are already shared does a batcher
-with a `linger` wait that long before the next one, so a quiet process adds no delay — nor does
-one resident writing fast while the others are few (batches of two or three are not busy).
+with a `linger` wait that long before the next one, so a quiet process adds no delay.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["Batcher"]
-
-BUSY = 4  # a previous batch this large means company is coming: worth a linger
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,7 +46,7 @@ class Batcher(Generic[T, R]):
     async def _run(self) -> None:
         try:
             while self._pending:
-                if self._linger and self._last >= BUSY and len(self._pending) < self._most:
+                if self._linger and self._last > 1 and len(self._pending) < self._most:
                     # Busy (the last batch was shared): wait a moment for more company, so the
                     # batches grow and the work per message falls before a backlog can form.
                     await asyncio.sleep(self._linger)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from storage.batch import BUSY, Batcher
+from storage.batch import Batcher
 
 
 class Doubler:
@@ -81,12 +81,10 @@ async def test_a_busy_batcher_lingers_for_company_but_a_quiet_one_does_not() -> 
     loop = asyncio.get_running_loop()
     started = loop.time()
     await batcher.submit(1)  # quiet: written at once
-    await asyncio.gather(batcher.submit(2), batcher.submit(3))  # two together: not busy yet
-    await batcher.submit(4)
+    await asyncio.gather(batcher.submit(2), batcher.submit(3))  # arrived together
     assert loop.time() - started < 0.04
-    await asyncio.gather(*(batcher.submit(i) for i in range(5, 5 + BUSY)))  # busy now
-    # A later arrival still catches the next batch.
-    first = asyncio.create_task(batcher.submit(10))
+    # Busy now (the last batch was shared): a later arrival still catches the next batch.
+    first = asyncio.create_task(batcher.submit(4))
     await asyncio.sleep(0.01)
-    assert await batcher.submit(11) == 22 and await first == 20
-    assert flush.batches == [[1], [2, 3], [4], list(range(5, 5 + BUSY)), [10, 11]]
+    assert await batcher.submit(5) == 10 and await first == 8
+    assert flush.batches == [[1], [2, 3], [4, 5]]
