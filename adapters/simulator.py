@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.message import Inbound, Outbound, Place, Sent
+from consulta.adapters.message import Inbound, Outbound, Place, Sent
 
 __all__ = ["CHANNEL", "SimulatorSender", "parse"]
 

@@ -41,9 +41,9 @@ from telegram.error import (
     TelegramError,
 )
 
-from adapters.delivery import Pacer, split_text
-from adapters.media import MAX_BYTES, MediaRefused, check_size, require_image
-from adapters.message import (
+from consulta.adapters.delivery import Pacer, split_text
+from consulta.adapters.media import MAX_BYTES, MediaRefused, check_size, require_image
+from consulta.adapters.message import (
     Attachment,
     Hooks,
     Inbound,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from adapters.message import Attachment, Inbound, Outbound, Place, Sent
+from consulta.adapters.message import Attachment, Inbound, Outbound, Place, Sent
 
 __all__ = ["CHANNEL", "TerminalSender", "parse_line"]
 

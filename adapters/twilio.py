@@ -26,9 +26,9 @@ from twilio.rest import Client
 from twilio.rest.content.v1.content import ContentList
 from yarl import URL
 
-from adapters.delivery import Pacer, split_text
-from adapters.media import CHUNK, MediaRefused, check_size, read_capped, require_image
-from adapters.message import Attachment, Hooks, Inbound, Outbound, Place, SendError, Sent
+from consulta.adapters.delivery import Pacer, split_text
+from consulta.adapters.media import CHUNK, MediaRefused, check_size, read_capped, require_image
+from consulta.adapters.message import Attachment, Hooks, Inbound, Outbound, Place, SendError, Sent
 
 __all__ = [
     "SMS",

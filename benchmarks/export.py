@@ -17,10 +17,10 @@ import time
 
 import asyncpg
 
-from bot.export import Export, write_export
-from flows.check import load_library
-from storage.db import connect, migrate_async
-from storage.repository import Store
+from consulta.bot.export import Export, write_export
+from consulta.flows.check import load_library
+from consulta.storage.db import connect, migrate_async
+from consulta.storage.repository import Store
 
 PG_ADMIN = os.environ.get(
     "BENCH_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -104,7 +104,7 @@ from benchmarks.stack import (
     consulta_env,
     free_port,
 )
-from storage import keys
+from consulta.storage import keys
 
 CASES = ("serve-kill", "worker-kill", "redis-restart", "pg-stop", "flood")
 PROCESSES = {"serve": "serve", "worker-1": "worker", "worker-2": "worker"}

@@ -451,7 +451,7 @@ class Processes:
         """A one-off command (`db upgrade`…) with the same environment; its output. Raises
         RuntimeError when it fails."""
         done = subprocess.run(
-            [sys.executable, "-m", "bot.cli", *args],
+            [sys.executable, "-m", "consulta", *args],
             env=self.env,
             cwd=self.cwd,
             capture_output=True,
@@ -469,7 +469,7 @@ class Processes:
             log.write(f"=== {name}: consulta {command}, start {generation} ===\n".encode())
             log.flush()
             popen = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", command],
+                [sys.executable, "-m", "consulta", command],
                 env=self.env,
                 cwd=self.cwd,
                 stdout=log,

@@ -47,9 +47,9 @@ async def serve_consulta(port: int) -> None:
     """`consulta serve`, with one hook: note in Redis when each message's reply is queued."""
     from aiohttp import web
 
-    from bot.config import Settings
-    from bot.runtime import Runtime
-    from bot.server import build_app
+    from consulta.bot.config import Settings
+    from consulta.bot.runtime import Runtime
+    from consulta.bot.server import build_app
 
     db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0]
     env = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_WHATSAPP_FROM": WA_FROM}
@@ -333,7 +333,7 @@ async def fresh_database() -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from storage.db import migrate_async
+    from consulta.storage.db import migrate_async
 
     await fresh_database()
     db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0]
@@ -394,7 +394,7 @@ def main() -> None:
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_consulta:
-        from bot.cli import serving_loop
+        from consulta.bot.cli import serving_loop
 
         with serving_loop() as loop:  # as `consulta serve` runs
             loop.run(serve_consulta(args.serve_consulta))

@@ -10,11 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.export import FORMATS, PREVIEW_CHANNELS, Export, write_export
-from bot.runtime import Runtime
-from flows.i18n import LANGUAGES, t
-from flows.model import Flow, Kind
-from storage.repository import DataRights, Staff, stream_submissions, summary
+from consulta.bot.export import FORMATS, PREVIEW_CHANNELS, Export, write_export
+from consulta.bot.runtime import Runtime
+from consulta.flows.i18n import LANGUAGES, t
+from consulta.flows.model import Flow, Kind
+from consulta.storage.repository import DataRights, Staff, stream_submissions, summary
 
 __all__ = ["STAFF", "add_api", "authorised"]
 
@@ -53,7 +53,7 @@ async def authorised(request: web.Request, role: str = "analyst") -> tuple[str, 
 
 
 def _runtime(request: web.Request) -> Runtime:
-    from bot.server import RUNTIME
+    from consulta.bot.server import RUNTIME
 
     return request.app[RUNTIME]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from adapters import telegram, twilio
-from adapters.message import Channel
-from bot.config import Settings
+from consulta.adapters import telegram, twilio
+from consulta.adapters.message import Channel
+from consulta.bot.config import Settings
 
 __all__ = ["FACTORIES", "configured_channels"]
 

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bot.config import ConfigError, Settings
-from bot.logs import PrivateFormatter, configure_logging, secrets_of
+from consulta.bot.config import ConfigError, Settings
+from consulta.bot.logs import PrivateFormatter, configure_logging, secrets_of
 
 __all__ = ["PrivateFormatter", "main"]  # PrivateFormatter: now in bot.logs
 
@@ -124,11 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.WARNING if args.command == "chat" else logging.INFO, secrets_of(settings)
     )
     if args.command == "flows":
-        from flows.check import main as check_main
+        from consulta.flows.check import main as check_main
 
         return check_main(args.paths)
     if args.command == "db":
-        from storage.db import migrate
+        from consulta.storage.db import migrate
 
         migrate(settings.database_url)
         print("database is up to date")
@@ -162,10 +162,10 @@ def serving_loop() -> asyncio.Runner:
 async def _runtime(settings: Settings, *, migrate: bool = True, wait: bool = False):  # type: ignore[no-untyped-def]
     """The process's runtime; with `wait` (serve, worker), a database that is not there yet is
     waited for, not a reason to exit."""
-    from bot.outage import Outage
-    from bot.runtime import Runtime
-    from flows.check import FlowCheckError
-    from storage.errors import is_unavailable
+    from consulta.bot.outage import Outage
+    from consulta.bot.runtime import Runtime
+    from consulta.flows.check import FlowCheckError
+    from consulta.storage.errors import is_unavailable
 
     starting = Outage("starting up: the database")
     while True:
@@ -193,7 +193,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from bot.server import build_app
+    from consulta.bot.server import build_app
 
     runtime = await _runtime(settings, wait=True)
     if runtime is None:
@@ -230,8 +230,8 @@ async def _worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters import terminal
-    from adapters.message import Inbound
+    from consulta.adapters import terminal
+    from consulta.adapters.message import Inbound
 
     runtime = await _runtime(settings)
     if runtime is None:
@@ -265,8 +265,8 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _telegram(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.telegram import CHANNEL, TelegramChannel
-    from bot import telegram_setup as staff
+    from consulta.adapters.telegram import CHANNEL, TelegramChannel
+    from consulta.bot import telegram_setup as staff
 
     runtime = await _runtime(settings)
     if runtime is None:
@@ -322,7 +322,7 @@ async def _telegram(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.export import Export, Progress, write_export
+    from consulta.bot.export import Export, Progress, write_export
 
     runtime = await _runtime(settings)
     if runtime is None:
@@ -388,7 +388,7 @@ def _os_user() -> str:
 async def _contacts(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
-    from storage.repository import DataRights
+    from consulta.storage.repository import DataRights
 
     runtime = await _runtime(settings)
     if runtime is None:
@@ -423,7 +423,7 @@ async def _contacts(settings: Settings, args: argparse.Namespace) -> int:
 async def _staff(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import IntegrityError
 
-    from storage.repository import Staff
+    from consulta.storage.repository import Staff
 
     runtime = await _runtime(settings)
     if runtime is None:

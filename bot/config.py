@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from storage.db import DEFAULT_URL
+from consulta.storage.db import DEFAULT_URL
 
 __all__ = ["ConfigError", "Settings"]
 

@@ -16,9 +16,9 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from flows.i18n import LANGUAGES, t
-from flows.model import Flow, Kind, State
-from storage.repository import ExportRow, Store, count_submissions, stream_submissions
+from consulta.flows.i18n import LANGUAGES, t
+from consulta.flows.model import Flow, Kind, State
+from consulta.storage.repository import ExportRow, Store, count_submissions, stream_submissions
 
 __all__ = ["FORMATS", "Export", "Progress", "neutralise", "write_export"]
 

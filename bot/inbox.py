@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from adapters.message import Attachment, Button, Channel, Inbound, Outbound
-from bot.outbound import Outbox
-from flows.engine import (
+from consulta.adapters.message import Attachment, Button, Channel, Inbound, Outbound
+from consulta.bot.outbound import Outbox
+from consulta.flows.engine import (
     CompleteSubmission,
     Conversation,
     DeclineSubmission,
@@ -31,13 +31,13 @@ from flows.engine import (
     ShowMyData,
     StartSubmission,
 )
-from flows.i18n import t
-from storage.errors import is_unavailable
-from storage.media import MediaStore
-from storage.models import utcnow
-from storage.repository import ContactInfo, DataRights, InboxView, Store
-from storage.state import Held, StateStore
-from storage.turns import Changes
+from consulta.flows.i18n import t
+from consulta.storage.errors import is_unavailable
+from consulta.storage.media import MediaStore
+from consulta.storage.models import utcnow
+from consulta.storage.repository import ContactInfo, DataRights, InboxView, Store
+from consulta.storage.state import Held, StateStore
+from consulta.storage.turns import Changes
 
 __all__ = ["Inbox", "Received"]
 

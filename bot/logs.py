@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from bot.config import Settings
+from consulta.bot.config import Settings
 
 __all__ = ["QUIET", "REDACTED", "PrivateFormatter", "configure_logging", "secrets_of"]
 

@@ -24,13 +24,13 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from adapters.message import Outbound, SendError, Sent
-from bot.outage import Outage
-from storage import keys
-from storage.batch import Batcher
-from storage.presence import Presence
-from storage.repository import Store
-from storage.state import redis_client
+from consulta.adapters.message import Outbound, SendError, Sent
+from consulta.bot.outage import Outage
+from consulta.storage import keys
+from consulta.storage.batch import Batcher
+from consulta.storage.presence import Presence
+from consulta.storage.repository import Store
+from consulta.storage.state import redis_client
 
 __all__ = ["MemoryQueue", "Outbox", "RedisQueue", "Sender", "open_queue"]
 

@@ -13,23 +13,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from adapters import simulator
-from adapters.message import Channel, Inbound
-from bot.channels import configured_channels
-from bot.config import Settings
-from bot.inbox import Inbox
-from bot.outage import Outage
-from bot.outbound import MemoryQueue, Outbox, RedisQueue, open_queue
-from bot.spool import Entry, Spool, SpoolFull
-from flows.check import load_library
-from flows.engine import Engine
-from flows.model import Flow
-from storage.db import connect, migrate_async
-from storage.errors import is_unavailable
-from storage.media import MediaStore
-from storage.presence import Presence, process_id
-from storage.repository import ContactInfo, DataRights, Groups, Store
-from storage.state import StateStore, open_state_store, redis_client
+from consulta.adapters import simulator
+from consulta.adapters.message import Channel, Inbound
+from consulta.bot.channels import configured_channels
+from consulta.bot.config import Settings
+from consulta.bot.inbox import Inbox
+from consulta.bot.outage import Outage
+from consulta.bot.outbound import MemoryQueue, Outbox, RedisQueue, open_queue
+from consulta.bot.spool import Entry, Spool, SpoolFull
+from consulta.flows.check import load_library
+from consulta.flows.engine import Engine
+from consulta.flows.model import Flow
+from consulta.storage.db import connect, migrate_async
+from consulta.storage.errors import is_unavailable
+from consulta.storage.media import MediaStore
+from consulta.storage.presence import Presence, process_id
+from consulta.storage.repository import ContactInfo, DataRights, Groups, Store
+from consulta.storage.state import StateStore, open_state_store, redis_client
 
 __all__ = ["Runtime", "Unavailable"]
 

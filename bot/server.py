@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+from importlib.resources import files
 from pathlib import Path
 
 from aiohttp import web
@@ -16,9 +17,9 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from adapters import simulator
-from bot.runtime import Runtime, Unavailable
-from storage.errors import is_unavailable
+from consulta.adapters import simulator
+from consulta.bot.runtime import Runtime, Unavailable
+from consulta.storage.errors import is_unavailable
 
 __all__ = ["METRICS", "RUNTIME", "build_app"]
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", dict)
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(str(files("consulta.bot") / "pages"))  # package data
 MAX_BODY = 256 * 1024  # webhooks are small; anything larger is refused with 413
 
 
@@ -88,7 +89,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/simulator/api/messages", simulator_messages)
     for channel in runtime.channels:
         app.router.add_routes(channel.routes(runtime))
-    from bot.api import add_api
+    from consulta.bot.api import add_api
 
     add_api(app, runtime)
     app.on_startup.append(_settle_memory)

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from storage import keys
+from consulta.storage import keys
 
 __all__ = ["Entry", "Spool", "SpoolFull"]
 

@@ -7,10 +7,10 @@ import re
 
 from telegram import BotCommand
 
-from adapters.telegram import ALLOWED_UPDATES, CHANNEL, COMMANDS, PATH, TelegramChannel
-from flows.i18n import LANGUAGES, t
-from flows.model import Flow, Kind
-from storage.repository import GroupInfo, Groups
+from consulta.adapters.telegram import ALLOWED_UPDATES, CHANNEL, COMMANDS, PATH, TelegramChannel
+from consulta.flows.i18n import LANGUAGES, t
+from consulta.flows.model import Flow, Kind
+from consulta.storage.repository import GroupInfo, Groups
 
 __all__ = ["StaffError", "invite", "post_poll", "register_group", "set_webhook"]
 

@@ -11,14 +11,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from flows.engine import declined_target
-from flows.model import (
+from consulta.flows.engine import declined_target
+from consulta.flows.model import (
     LANGUAGES,
     Flow,
     FlowFormatError,
@@ -32,7 +33,7 @@ from flows.model import (
 
 __all__ = ["FlowCheckError", "Problem", "check_paths", "load_library", "main"]
 
-SCHEMA_PATH = Path(__file__).parent / "schema.json"
+SCHEMA_PATH = Path(str(files("consulta.flows") / "schema.json"))  # package data
 _PLACEHOLDER = re.compile(r"{(\w*)}")
 _CHOICE_KINDS = (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE)
 _PROFILE_KINDS = (Kind.SINGLE_CHOICE, Kind.TEXT, Kind.LOCATION)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from flows.i18n import t
-from flows.language import detect_language, parse_language_choice
-from flows.model import LANGUAGES, Condition, Flow, Kind, State
-from flows.normalise import normalise
+from consulta.flows.i18n import t
+from consulta.flows.language import detect_language, parse_language_choice
+from consulta.flows.model import LANGUAGES, Condition, Flow, Kind, State
+from consulta.flows.normalise import normalise
 
 __all__ = [
     # effects

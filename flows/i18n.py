@@ -7,16 +7,17 @@ read directly with Babel, so there is no compile step to forget.
 from __future__ import annotations
 
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from babel.messages.pofile import read_po
 
-from flows.model import LANGUAGES
+from consulta.flows.model import LANGUAGES
 
 __all__ = ["LANGUAGES", "LOCALES", "catalog", "message_ids", "t"]
 
-LOCALES = Path(__file__).resolve().parent.parent / "locales"
+LOCALES = Path(str(files("consulta.locales")))  # package data
 DOMAIN = "consulta"
 
 

@@ -16,8 +16,8 @@ from functools import lru_cache
 from langdetect import DetectorFactory, detect_langs
 from langdetect.lang_detect_exception import LangDetectException
 
-from flows.model import LANGUAGES
-from flows.normalise import normalise
+from consulta.flows.model import LANGUAGES
+from consulta.flows.normalise import normalise
 
 __all__ = ["detect_language", "parse_language_choice"]
 

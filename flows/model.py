@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ __all__ = [
 LANGUAGES = ("es", "en", "fr")
 # Profile questions: saved on the contact and skipped in later flows when already known.
 PROFILE_FIELDS = ("age_group", "gender", "municipality", "neighbourhood", "sector")
-DEFINITIONS_DIR = Path(__file__).parent / "definitions"
+DEFINITIONS_DIR = Path(str(files("consulta.flows") / "definitions"))  # package data
 
 
 class Kind(StrEnum):

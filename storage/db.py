@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 __all__ = ["DEFAULT_URL", "connect", "migrate", "migrate_async"]
 
 DEFAULT_URL = "sqlite+aiosqlite:///consulta.db"
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(str(files("consulta.storage") / "migrations"))  # package data
 
 
 def connect(url: str = DEFAULT_URL, **kwargs: object) -> AsyncEngine:

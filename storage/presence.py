@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import redis
 import redis.asyncio as aioredis
 
-from storage import keys
+from consulta.storage import keys
 
 __all__ = ["ALIVE_FOR", "BEAT_EVERY", "Presence", "process_id"]
 

@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import Text, and_, cast, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from storage.batch import Batcher
-from storage.media import MediaStore
-from storage.models import (
+from consulta.storage.batch import Batcher
+from consulta.storage.media import MediaStore
+from consulta.storage.models import (
     Answer,
     Consent,
     Contact,
@@ -33,7 +33,7 @@ from storage.models import (
     Submission,
     utcnow,
 )
-from storage.turns import (
+from consulta.storage.turns import (
     CONTACT_COLUMNS,
     Changes,
     ContactInfo,

@@ -22,9 +22,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
-from storage import keys
-from storage.batch import Batcher
-from storage.presence import ALIVE_FOR, process_id
+from consulta.storage import keys
+from consulta.storage.batch import Batcher
+from consulta.storage.presence import ALIVE_FOR, process_id
 
 __all__ = [
     "Held",

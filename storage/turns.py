@@ -22,11 +22,11 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.errors import is_unavailable
-from storage.models import Answer, Consent, Contact, MessageLog, Submission, utcnow
+from consulta.storage.errors import is_unavailable
+from consulta.storage.models import Answer, Consent, Contact, MessageLog, Submission, utcnow
 
 if TYPE_CHECKING:
-    from storage.repository import Store
+    from consulta.storage.repository import Store
 
 __all__ = [
     "CONTACT_COLUMNS",

@@ -16,10 +16,10 @@ import hypothesis  # noqa: F401 - imported early: trio's plugin warns (an error 
 import pytest
 import redis.asyncio as aioredis
 
-from bot.config import Settings
-from bot.runtime import Runtime
-from storage.db import migrate
-from storage.models import Base
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
+from consulta.storage.db import migrate
+from consulta.storage.models import Base
 from tests.settings import PG_ADMIN, REDIS, reset_redis
 
 TABLES = ", ".join(table.name for table in Base.metadata.sorted_tables)  # every table, always

@@ -5,8 +5,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from storage.db import connect
-from storage.models import Base
+from consulta.storage.db import connect
+from consulta.storage.models import Base
 
 target_metadata = Base.metadata
 

@@ -9,8 +9,8 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from bot.config import Settings
-from bot.runtime import Runtime
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
 
 
 @asynccontextmanager

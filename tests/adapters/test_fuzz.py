@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from twilio.request_validator import RequestValidator
 
-from adapters.message import Inbound
-from adapters.telegram import SECRET_HEADER, BadUpdate, parse_update, read_update
-from adapters.twilio import BadWebhook, parse_message
-from bot.config import Settings
-from bot.runtime import Runtime
-from bot.server import build_app
+from consulta.adapters.message import Inbound
+from consulta.adapters.telegram import SECRET_HEADER, BadUpdate, parse_update, read_update
+from consulta.adapters.twilio import BadWebhook, parse_message
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
+from consulta.bot.server import build_app
 from tests.adapters.loopback import sending_runtime
 from tests.adapters.telegram_double import TelegramDouble
 from tests.adapters.twilio_double import TwilioDouble

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters import media
-from adapters.media import MAX_BYTES, MediaRefused, check_size, image_type, read_capped
-from storage.media import MAX_BYTES as STORE_MAX_BYTES
+from consulta.adapters import media
+from consulta.adapters.media import MAX_BYTES, MediaRefused, check_size, image_type, read_capped
+from consulta.storage.media import MAX_BYTES as STORE_MAX_BYTES
 from tests.adapters.twilio_double import PNG
 
 

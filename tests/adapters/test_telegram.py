@@ -17,14 +17,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from adapters.media import MAX_BYTES, MediaRefused
-from adapters.message import Attachment
-from adapters.telegram import SECRET_HEADER, TelegramChannel, TelegramConfig
-from bot.config import Settings
-from bot.runtime import Runtime
-from bot.server import build_app
-from bot.telegram_setup import StaffError, invite, post_poll, register_group, set_webhook
-from storage.models import MessageLog
+from consulta.adapters.media import MAX_BYTES, MediaRefused
+from consulta.adapters.message import Attachment
+from consulta.adapters.telegram import SECRET_HEADER, TelegramChannel, TelegramConfig
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
+from consulta.bot.server import build_app
+from consulta.bot.telegram_setup import StaffError, invite, post_poll, register_group, set_webhook
+from consulta.storage.models import MessageLog
 from tests.adapters.loopback import sending_runtime
 from tests.adapters.telegram_double import TelegramDouble
 from tests.adapters.twilio_double import PNG

@@ -18,20 +18,20 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from adapters.delivery import split_text
-from adapters.media import MAX_BYTES, MediaRefused
-from adapters.message import Attachment, Outbound, SendError
-from adapters.twilio import (
+from consulta.adapters.delivery import split_text
+from consulta.adapters.media import MAX_BYTES, MediaRefused
+from consulta.adapters.message import Attachment, Outbound, SendError
+from consulta.adapters.twilio import (
     WHATSAPP,
     TwilioChannel,
     TwilioConfig,
     TwilioGateway,
     parse_message,
 )
-from bot.config import Settings
-from bot.runtime import Runtime
-from bot.server import MAX_BODY, build_app
-from storage.models import MessageLog
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
+from consulta.bot.server import MAX_BODY, build_app
+from consulta.storage.models import MessageLog
 from tests.adapters.loopback import sending_runtime
 from tests.adapters.twilio_double import PNG, StorageDouble, TwilioDouble
 
@@ -213,7 +213,7 @@ async def test_profile_name_and_whatsapp_id_are_kept_on_the_contact(
     contact = await rt.store.find_contact("whatsapp", RESIDENT)
     assert contact is not None and contact.name == "Doña Lupe"
     async with rt.store._sessions() as session:
-        from storage.models import Contact
+        from consulta.storage.models import Contact
 
         extra = (await session.execute(select(Contact.extra))).scalar_one()
     assert extra == {"wa_id": RESIDENT[1:]}

@@ -12,9 +12,9 @@ from aiohttp import web
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from bot.config import Settings
-from bot.runtime import Runtime
-from bot.server import build_app
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
+from consulta.bot.server import build_app
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adapters.message import Inbound
-from bot.api import choice_labels
-from bot.runtime import Runtime
-from bot.server import build_app
-from flows.model import load_flow
-from storage.repository import Staff
+from consulta.adapters.message import Inbound
+from consulta.bot.api import choice_labels
+from consulta.bot.runtime import Runtime
+from consulta.bot.server import build_app
+from consulta.flows.model import load_flow
+from consulta.storage.repository import Staff
 
 KINDS = Path(__file__).resolve().parents[1] / "fixtures" / "flows" / "kinds.yaml"
 

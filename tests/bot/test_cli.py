@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CONSULTA = [sys.executable, "-m", "bot.cli"]
+CONSULTA = [sys.executable, "-m", "consulta"]
 
 
 def run(args: list[str], env: dict[str, str], stdin: str = "", timeout: float = 60):
@@ -344,7 +344,7 @@ def test_contacts_show_and_forget(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_logged_database_errors_do_not_quote_row_values() -> None:
-    from bot.cli import PrivateFormatter
+    from consulta.bot.cli import PrivateFormatter
 
     formatter = PrivateFormatter("%(levelname)s %(message)s")
     try:

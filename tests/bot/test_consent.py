@@ -13,12 +13,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from adapters.message import Attachment, Inbound
-from bot.config import Settings
-from bot.runtime import Runtime
-from bot.server import build_app
-from flows.i18n import t
-from storage.models import Consent, Contact, MessageLog, Submission
+from consulta.adapters.message import Attachment, Inbound
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
+from consulta.bot.server import build_app
+from consulta.flows.i18n import t
+from consulta.storage.models import Consent, Contact, MessageLog, Submission
 from tests.adapters import test_telegram as tg
 from tests.adapters import test_twilio as tw
 from tests.adapters.loopback import sending_runtime

@@ -12,9 +12,9 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from adapters.message import Inbound
-from bot.runtime import Runtime
-from storage.repository import Staff
+from consulta.adapters.message import Inbound
+from consulta.bot.runtime import Runtime
+from consulta.storage.repository import Staff
 from tests.bot.browser import ARTIFACTS, chromium, served, sqlite_settings
 
 

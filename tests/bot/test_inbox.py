@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from adapters.message import Attachment, Inbound, Outbound, Place, SendError, Sent
-from bot.config import Settings
-from bot.runtime import Runtime
-from flows.i18n import t
-from storage.models import MessageLog
+from consulta.adapters.message import Attachment, Inbound, Outbound, Place, SendError, Sent
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
+from consulta.flows.i18n import t
+from consulta.storage.models import MessageLog
 from tests.settings import reset_redis
 
 FIXTURES = str(Path(__file__).parent.parent / "fixtures" / "flows")

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from adapters.message import Inbound, Outbound, SendError, Sent
-from bot.config import Settings
-from bot.outbound import RedisQueue
-from bot.runtime import Runtime
-from storage import keys
-from storage.models import MessageLog
+from consulta.adapters.message import Inbound, Outbound, SendError, Sent
+from consulta.bot.config import Settings
+from consulta.bot.outbound import RedisQueue
+from consulta.bot.runtime import Runtime
+from consulta.storage import keys
+from consulta.storage.models import MessageLog
 
 FIXTURES = str(Path(__file__).parent.parent / "fixtures" / "flows")
 CHANNEL = "test"

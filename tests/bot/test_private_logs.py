@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from bot.config import Settings
-from bot.logs import QUIET, REDACTED, PrivateFormatter, configure_logging, secrets_of
-from bot.server import build_app
+from consulta.bot.config import Settings
+from consulta.bot.logs import QUIET, REDACTED, PrivateFormatter, configure_logging, secrets_of
+from consulta.bot.server import build_app
 from tests.adapters import test_telegram as tg
 from tests.adapters import test_twilio as tw
 from tests.adapters.loopback import sending_runtime
@@ -151,7 +151,7 @@ async def test_a_whatsapp_and_a_telegram_conversation_leave_no_secret_in_the_log
     await _both_conversations(app_settings, doubles, aiohttp_client)
     # The capture works: DEBUG lines of the libraries and our own lines are in it.
     loggers = captured.loggers()
-    assert {"aiohttp.access", "bot.outbound"} <= loggers, captured.text
+    assert {"aiohttp.access", "consulta.bot.outbound"} <= loggers, captured.text
     assert re.search(r"^\S+ \S+ DEBUG ", captured.text, re.M) and "not sent" in captured.text
     assert _leaks(captured.text) == [], captured.text
 

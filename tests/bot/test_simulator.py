@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bot.runtime import Runtime
-from bot.server import MAX_BODY, build_app
-from storage.db import connect
+from consulta.bot.runtime import Runtime
+from consulta.bot.server import MAX_BODY, build_app
+from consulta.storage.db import connect
 
 SESSION = "staffpreview01"
 

@@ -12,7 +12,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from bot.runtime import Runtime
+from consulta.bot.runtime import Runtime
 from tests.bot.browser import ARTIFACTS, chromium, served, sqlite_settings
 
 CLOSING = {

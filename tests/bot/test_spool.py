@@ -15,11 +15,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from bot.config import Settings
-from bot.runtime import Runtime
-from bot.server import build_app
-from storage import keys
-from storage.models import MessageLog
+from consulta.bot.config import Settings
+from consulta.bot.runtime import Runtime
+from consulta.bot.server import build_app
+from consulta.storage import keys
+from consulta.storage.models import MessageLog
 from tests.adapters import test_twilio as tw
 from tests.adapters.loopback import sending_runtime
 from tests.adapters.twilio_double import TwilioDouble

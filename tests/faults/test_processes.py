@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from bot.config import Settings
+from consulta.bot.config import Settings
 from tests.faults.harness import (
     Processes,
     TcpProxy,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from flows.check import SCHEMA_PATH, FlowCheckError, check_paths, load_library, main
-from flows.model import DEFINITIONS_DIR
+from consulta.flows.check import SCHEMA_PATH, FlowCheckError, check_paths, load_library, main
+from consulta.flows.model import DEFINITIONS_DIR
 
 GOOD = """\
 id: tiny

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from flows.check import load_library
-from flows.engine import (
+from consulta.flows.check import load_library
+from consulta.flows.engine import (
     CompleteSubmission,
     Conversation,
     DeclineSubmission,
@@ -29,8 +29,8 @@ from flows.engine import (
     ShowMyData,
     StartSubmission,
 )
-from flows.i18n import t
-from flows.model import Transition, load_flow
+from consulta.flows.i18n import t
+from consulta.flows.model import Transition, load_flow
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "flows"
 

@@ -7,9 +7,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flows.check import load_library
-from flows.engine import Conversation, Engine, Message, Outcome, Resident, SetLanguage, command_of
-from flows.i18n import t
+from consulta.flows.check import load_library
+from consulta.flows.engine import (
+    Conversation,
+    Engine,
+    Message,
+    Outcome,
+    Resident,
+    SetLanguage,
+    command_of,
+)
+from consulta.flows.i18n import t
 from tests.flows.first_messages import AMBIGUOUS, ENGLISH, FRENCH, SPANISH
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from jsonschema import Draft202012Validator
 
-from flows.check import FlowCheckError, load_library
-from flows.model import DEFINITIONS_DIR, Flow, FlowFormatError, load_yaml, parse_flow
+from consulta.flows.check import FlowCheckError, load_library
+from consulta.flows.model import DEFINITIONS_DIR, Flow, FlowFormatError, load_yaml, parse_flow
 
 # Hypothesis's caches go to the system's temporary folder, not the working tree.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "consulta-hypothesis")

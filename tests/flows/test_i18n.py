@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from flows.i18n import LANGUAGES, catalog, message_ids, t
+from consulta.flows.i18n import LANGUAGES, catalog, message_ids, t
 
 PLACEHOLDER = re.compile(r"{(\w+)}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.language import detect_language, parse_language_choice
+from consulta.flows.language import detect_language, parse_language_choice
 from tests.flows.first_messages import AMBIGUOUS, ENGLISH, FRENCH, SPANISH
 
 SETS = {"es": SPANISH, "en": ENGLISH, "fr": FRENCH}

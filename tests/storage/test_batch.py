@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from storage.batch import Batcher
+from consulta.storage.batch import Batcher
 
 
 class Doubler:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from adapters.message import Inbound
-from bot.runtime import Runtime
-from storage.media import MediaStore
-from storage.models import Contact, MessageLog, Submission
-from storage.repository import ContactInfo, DataRights
+from consulta.adapters.message import Inbound
+from consulta.bot.runtime import Runtime
+from consulta.storage.media import MediaStore
+from consulta.storage.models import Contact, MessageLog, Submission
+from consulta.storage.repository import ContactInfo, DataRights
 
 PHONE = "+5217733333333"
 

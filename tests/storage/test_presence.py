@@ -7,8 +7,8 @@ import time
 
 import redis.asyncio as aioredis
 
-from storage import keys
-from storage.presence import Presence
+from consulta.storage import keys
+from consulta.storage.presence import Presence
 from tests.settings import REDIS, reset_redis
 
 

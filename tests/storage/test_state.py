@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from storage.presence import Presence
-from storage.state import MemoryStateStore, RedisStateStore, StateStore
+from consulta.storage.presence import Presence
+from consulta.storage.state import MemoryStateStore, RedisStateStore, StateStore
 from tests.settings import REDIS, reset_redis
 
 

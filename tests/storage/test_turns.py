@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from bot.runtime import Runtime
-from storage.models import Answer, Contact, MessageLog, Submission
-from storage.turns import Changes, InboundRecord, record_many, write_turns
+from consulta.bot.runtime import Runtime
+from consulta.storage.models import Answer, Contact, MessageLog, Submission
+from consulta.storage.turns import Changes, InboundRecord, record_many, write_turns
 
 
 def said(

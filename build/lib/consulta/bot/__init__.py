@@ -1,0 +1,1 @@
+"""The process: configuration, CLI, web server, per-contact inbox and outbound queue."""

@@ -1,0 +1,1 @@
+"""Flows: surveys and reports as state machines, their checks, languages and the engine."""
