@@ -1,1 +1,0 @@
-"""The process: configuration, CLI, web server, per-contact inbox and outbound queue."""

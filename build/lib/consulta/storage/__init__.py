@@ -1,1 +1,0 @@
-"""Persistence: SQLAlchemy models, migrations, repositories and conversation-state stores."""

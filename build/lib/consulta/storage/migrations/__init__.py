@@ -1,1 +1,0 @@
-"""Alembic migrations of the Consulta schema (`consulta db upgrade`)."""
