@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,17 +106,19 @@ class TelegramConfig:
     chat_rate: float = CHAT_RATE  # messages per second in one private chat
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], public_url: str) -> TelegramConfig | None:
-        token = env.get("TELEGRAM_BOT_TOKEN")
-        if not token:
+    def from_settings(cls, section: Any, public_url: str) -> TelegramConfig | None:
+        """The configuration of the settings' `telegram` section (`consulta.bot.config`, which
+        has validated it); None when no bot token is set."""
+        if section.bot_token is None:
             return None
+        secret = section.webhook_secret
         return cls(
-            token=token,
-            secret=env.get("TELEGRAM_WEBHOOK_SECRET") or "",
+            token=section.bot_token.get_secret_value(),
+            secret=secret.get_secret_value() if secret is not None else "",
             public_url=public_url.rstrip("/"),
-            api_base_url=(env.get("TELEGRAM_API_BASE_URL") or TELEGRAM_API).rstrip("/"),
-            polling=env.get("TELEGRAM_POLLING", "0").strip().lower() in ("1", "true", "yes"),
-            chat_rate=float(env.get("TELEGRAM_CHAT_RATE") or CHAT_RATE),
+            api_base_url=section.api_base_url.rstrip("/"),
+            polling=section.polling,
+            chat_rate=section.chat_rate,
         )
 
 
@@ -606,5 +607,5 @@ class TelegramChannel:
 
 
 def channels_from_settings(settings: Any) -> list[TelegramChannel]:
-    config = TelegramConfig.from_env(settings.env, settings.public_url)
+    config = TelegramConfig.from_settings(settings.telegram, settings.public_url)
     return [TelegramChannel(config)] if config else []

@@ -95,32 +95,23 @@ class TwilioConfig:
     templates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], public_url: str) -> TwilioConfig | None:
-        sid, token = env.get("TWILIO_ACCOUNT_SID"), env.get("TWILIO_AUTH_TOKEN")
-        if not sid or not token:
+    def from_settings(cls, section: Any, public_url: str) -> TwilioConfig | None:
+        """The configuration of the settings' `twilio` section (`consulta.bot.config`, which
+        has validated it); None when the account is not set."""
+        if not (section.account_sid and section.auth_token):
             return None
         return cls(
-            account_sid=sid,
-            auth_token=token,
+            account_sid=section.account_sid,
+            auth_token=section.auth_token.get_secret_value(),
             public_url=public_url.rstrip("/"),
-            whatsapp_from=env.get("TWILIO_WHATSAPP_FROM") or None,
-            sms_from=env.get("TWILIO_SMS_FROM") or None,
-            messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
-            api_base_url=(env.get("TWILIO_API_BASE_URL") or TWILIO_API).rstrip("/"),
-            whatsapp_rate=float(env.get("TWILIO_WHATSAPP_RATE") or 10),
-            sms_rate=float(env.get("TWILIO_SMS_RATE") or 1),
-            templates=_templates(env.get("TWILIO_TEMPLATES")),
+            whatsapp_from=section.whatsapp_from,
+            sms_from=section.sms_from,
+            messaging_service_sid=section.messaging_service_sid,
+            api_base_url=section.api_base_url.rstrip("/"),
+            whatsapp_rate=section.whatsapp_rate,
+            sms_rate=section.sms_rate,
+            templates=section.templates,
         )
-
-
-def _templates(raw: str | None) -> dict[str, dict[str, str]]:
-    if not raw:
-        return {}
-    try:
-        found = json.loads(raw)
-        return {str(k): {str(lang): str(sid) for lang, sid in v.items()} for k, v in found.items()}
-    except (ValueError, AttributeError):
-        raise ValueError('TWILIO_TEMPLATES must be JSON like {"reminder": {"es": "HX…"}}') from None
 
 
 # --- inbound ------------------------------------------------------------------------------
@@ -525,7 +516,7 @@ class TwilioChannel:
 
 def channels_from_settings(settings: Any) -> list[TwilioChannel]:
     """The configured Twilio channels: WhatsApp and/or SMS."""
-    config = TwilioConfig.from_env(settings.env, settings.public_url)
+    config = TwilioConfig.from_settings(settings.twilio, settings.public_url)
     if config is None:
         return []
     names = [WHATSAPP] if config.whatsapp_from else []

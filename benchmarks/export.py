@@ -20,7 +20,7 @@ import asyncpg
 from consulta.bot.export import Export, write_export
 from consulta.flows.check import load_library
 from consulta.storage.db import connect, migrate_async
-from consulta.storage.repository import Store
+from consulta.storage.store import Store
 
 PG_ADMIN = os.environ.get(
     "BENCH_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

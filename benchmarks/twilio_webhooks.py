@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -47,20 +46,18 @@ async def serve_consulta(port: int) -> None:
     """`consulta serve`, with one hook: note in Redis when each message's reply is queued."""
     from aiohttp import web
 
-    from consulta.bot.config import Settings
+    from consulta.bot.config import Settings, TwilioSettings
     from consulta.bot.runtime import Runtime
     from consulta.bot.server import build_app
 
     db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0]
-    env = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_WHATSAPP_FROM": WA_FROM}
-    settings = replace(
-        Settings.from_env({}),
+    settings = Settings(
         port=port,
         database_url=f"{db_url}/{DB_NAME}",
         redis_url=REDIS_URL,
         public_url=PUBLIC,
         secret_key="bench",
-        env=env,
+        twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, whatsapp_from=WA_FROM),
     )
     runtime = await Runtime.create(settings, migrate=False)
     stamps = aioredis.from_url(REDIS_URL)

@@ -12,9 +12,12 @@ from aiohttp import web
 
 from consulta.bot.export import FORMATS, PREVIEW_CHANNELS, Export, write_export
 from consulta.bot.runtime import Runtime
-from consulta.flows.i18n import LANGUAGES, t
-from consulta.flows.model import Flow, Kind
-from consulta.storage.repository import DataRights, Staff, stream_submissions, summary
+from consulta.flows.i18n import LANGUAGES
+from consulta.flows.model import Flow
+from consulta.storage.data_rights import DataRights
+from consulta.storage.exports import stream_submissions
+from consulta.storage.reporting import summary
+from consulta.storage.staff import Staff
 
 __all__ = ["STAFF", "add_api", "authorised"]
 
@@ -130,21 +133,15 @@ async def flows(request: web.Request) -> web.Response:
 
 
 def choice_questions(flow: Flow) -> list[str]:
-    kinds = (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE, Kind.YES_NO, Kind.SCALE)
-    return [s.question_key for s in flow.states.values() if s.kind in kinds]
+    return [s.question_key for s in flow.states.values() if s.kind.summarised]
 
 
 def choice_labels(flow: Flow, lang: str) -> dict[str, dict[str, str]]:
     """Each choice question's answer keys, as stored and counted, with their labels in `lang`."""
     labels: dict[str, dict[str, str]] = {}
     for state in flow.states.values():
-        if state.kind in (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE):
-            named = {c.key: c.label.get_text(lang) for c in state.choices}
-        elif state.kind in (Kind.YES_NO, Kind.CONSENT):
-            named = {"True": t(lang, "yes"), "False": t(lang, "no")}  # summary() counts str(v)
-        else:
-            continue
-        labels.setdefault(state.question_key, {}).update(named)
+        if named := state.kind.labels(state, lang):
+            labels.setdefault(state.question_key, {}).update(named)
     return labels
 
 
@@ -222,7 +219,7 @@ async def export_file(request: web.Request) -> web.StreamResponse:
     )
     # Spooled: memory up to 8 MB, then a temporary file; the export itself streams from SQL.
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
-        await write_export(_runtime(request).store, export, fmt, spool)  # type: ignore[arg-type]
+        await write_export(_runtime(request).store, export, fmt, spool)
         spool.seek(0)
         await response.prepare(request)
         while chunk := spool.read(64 * 1024):

@@ -8,13 +8,17 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from consulta.bot.config import ConfigError, Settings
 from consulta.bot.logs import PrivateFormatter, configure_logging, secrets_of
 
-__all__ = ["PrivateFormatter", "main"]  # PrivateFormatter: now in bot.logs
+if TYPE_CHECKING:
+    from consulta.bot.runtime import Runtime
+
+__all__ = ["PrivateFormatter", "Refusal", "main", "open_runtime"]  # PrivateFormatter: in bot.logs
 
 log = logging.getLogger("consulta")
 
@@ -117,22 +121,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.command in ("serve", "worker"):
+            settings.check_production()
     except ConfigError as exc:
         print(f"consulta: {exc}", file=sys.stderr)
         return 2
     configure_logging(
         logging.WARNING if args.command == "chat" else logging.INFO, secrets_of(settings)
     )
+    try:
+        return _run(settings, args)
+    except Refusal as exc:
+        print(f"consulta: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "flows":
         from consulta.flows.check import main as check_main
 
         return check_main(args.paths)
     if args.command == "db":
-        from consulta.storage.db import migrate
-
-        migrate(settings.database_url)
-        print("database is up to date")
-        return 0
+        return _db_upgrade(settings)
     runner = {
         "serve": _serve,
         "worker": _worker,
@@ -142,13 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "contacts": _contacts,
         "staff": _staff,
     }[args.command]
-    try:
-        if args.command in ("serve", "worker"):
-            with serving_loop() as loop:
-                return loop.run(runner(settings, args))
-        return asyncio.run(runner(settings, args))
-    except KeyboardInterrupt:
-        return 130
+    if args.command in ("serve", "worker"):
+        with serving_loop() as loop:
+            return loop.run(runner(settings, args))
+    return asyncio.run(runner(settings, args))
 
 
 def serving_loop() -> asyncio.Runner:
@@ -159,35 +168,137 @@ def serving_loop() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-async def _runtime(settings: Settings, *, migrate: bool = True, wait: bool = False):  # type: ignore[no-untyped-def]
-    """The process's runtime; with `wait` (serve, worker), a database that is not there yet is
-    waited for, not a reason to exit."""
+class Refusal(Exception):
+    """Why a command cannot go on: `main` prints it as "consulta: …" and exits with `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotUpToDate(Exception):
+    """The database's schema is not the one this version of Consulta was written for."""
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, migrate: bool, wait: bool = False
+) -> AsyncIterator[Runtime]:
+    """The process's runtime, closed when the block ends.
+
+    Args:
+        migrate: apply pending migrations first (serve, chat). Without it the schema must
+            already be up to date: admin commands say so and stop.
+        wait: a database that is not there yet, or not up to date, is waited for rather than
+            a reason to exit (serve, worker: they start side by side with what they need).
+
+    Raises:
+        Refusal: the flows have problems, a channel setting cannot be used, or the database
+            cannot be reached or is not up to date (without `wait`).
+    """
+    runtime = await _start(settings, migrate=migrate, wait=wait)
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+async def _start(settings: Settings, *, migrate: bool, wait: bool) -> Runtime:
     from consulta.bot.outage import Outage
-    from consulta.bot.runtime import Runtime
     from consulta.flows.check import FlowCheckError
     from consulta.storage.errors import is_unavailable
 
     starting = Outage("starting up: the database")
+    told = False
     while True:
         try:
-            return await Runtime.create(settings, migrate=migrate)
+            runtime = await _create(settings, migrate=migrate)
         except FlowCheckError as exc:
-            print(f"consulta: refusing to start, the flows have problems:\n{exc}", file=sys.stderr)
-            return None
-        except ValueError as exc:  # a channel setting that cannot be used
-            print(f"consulta: {exc}", file=sys.stderr)
-            return None
-        except Exception as exc:
-            if not (wait and is_unavailable(exc)):
-                raise
+            raise Refusal(f"refusing to start, the flows have problems:\n{exc}") from None
+        except NotUpToDate as exc:
+            if not wait:
+                raise Refusal(str(exc)) from None
+            if not told:
+                log.warning("%s; waiting for it", exc)
+                told = True
             await starting.pause(exc)
+        except ValueError as exc:  # a channel setting that cannot be used
+            raise Refusal(str(exc)) from None
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            if not wait:
+                raise Refusal(f"the database cannot be reached ({type(exc).__name__})") from None
+            await starting.pause(exc)
+        else:
+            starting.over()
+            return runtime
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+async def _create(settings: Settings, *, migrate: bool) -> Runtime:
+    from consulta.bot.runtime import Runtime
+
+    runtime = await Runtime.create(settings, migrate=migrate)
+    try:
+        if not migrate:
+            await _require_current_schema(runtime, settings.database_url)
+    except BaseException:
+        await runtime.close()
+        raise
+    return runtime
+
+
+async def _require_current_schema(runtime: Runtime, url: str) -> None:
+    """Raise `NotUpToDate` unless the database is at the migrations' head: one query."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from consulta.storage.db import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config(url))
+    quiet = logging.getLogger("alembic.runtime.migration")  # "Context impl…": not migrating
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        async with runtime.store.engine.connect() as conn:
+            current = set(
+                await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_heads())
+            )
+    finally:
+        quiet.setLevel(level)
+    if current == set(scripts.get_heads()):
+        return
+    unknown = current - {script.revision for script in scripts.walk_revisions()}
+    if unknown:
+        raise NotUpToDate(
+            f"the database was migrated by a newer Consulta (revision {', '.join(sorted(unknown))})"
+            ": upgrade this one"
+        )
+    raise NotUpToDate("the database is not up to date: run `consulta db upgrade`")
+
+
+def _db_upgrade(settings: Settings) -> int:
+    from consulta.storage.db import migrate
+    from consulta.storage.errors import is_unavailable
+
+    try:
+        migrate(settings.database_url)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        raise Refusal(f"the database cannot be reached ({type(exc).__name__})") from None
+    print("database is up to date")
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets: how the long-running processes stop cleanly."""
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -195,37 +306,27 @@ async def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 
     from consulta.bot.server import build_app
 
-    runtime = await _runtime(settings, wait=True)
-    if runtime is None:
-        return 1
-    runner = web.AppRunner(build_app(runtime), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
-    await runtime.start_channels()
-    log.info("serving on port %s (public URL %s)", settings.port, settings.public_url)
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
-    try:
-        await runtime.run_background(stop)
-    finally:
-        await runner.cleanup()
-        await runtime.close()
+    async with open_runtime(settings, migrate=True, wait=True) as runtime:
+        runner = web.AppRunner(build_app(runtime), access_log=None)
+        await runner.setup()
+        try:
+            stop = _stop_on_signals()
+            await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+            await runtime.start_channels()
+            log.info("serving on port %s (public URL %s)", settings.port, settings.public_url)
+            await runtime.run_background(stop)
+        finally:
+            await runner.cleanup()
     return 0
 
 
 async def _worker(settings: Settings, _args: argparse.Namespace) -> int:
-    runtime = await _runtime(settings, migrate=False, wait=True)
-    if runtime is None:
-        return 1
-    if not settings.redis_url:
-        log.warning("REDIS_URL is not set: this worker only sweeps its own in-process queue")
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
-    log.info("worker started")
-    try:
+    async with open_runtime(settings, migrate=False, wait=True) as runtime:
+        stop = _stop_on_signals()
+        if not settings.redis_url:
+            log.warning("REDIS_URL is not set: this worker only sweeps its own in-process queue")
+        log.info("worker started")
         await runtime.run_background(stop)
-    finally:
-        await runtime.close()
     return 0
 
 
@@ -233,34 +334,34 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     from consulta.adapters import terminal
     from consulta.adapters.message import Inbound
 
-    runtime = await _runtime(settings)
-    if runtime is None:
-        return 1
-    runtime.outbox.register(terminal.CHANNEL, terminal.TerminalSender())
-    stop = asyncio.Event()
-    sending = asyncio.create_task(runtime.outbox.run(stop, concurrency=1))
-    print(
-        "Consulta — type your answers; Ctrl-D to leave. /loc LAT,LON shares a location, "
-        "/photo FILE sends a photo."
-    )
-    try:
-        first = Inbound(terminal.CHANNEL, args.address, start=args.flow or "", language=args.lang)
-        await runtime.inbox.handle(first)
-        await runtime.queue.join()
-        while True:
-            try:
-                line = await asyncio.to_thread(input, "\n> ")
-            except EOFError:
-                print()
-                break
-            if not line.strip():
-                continue
-            await runtime.inbox.handle(terminal.parse_line(line, args.address))
+    # Migrates: on a fresh machine, `make chat` is the first thing run.
+    async with open_runtime(settings, migrate=True) as runtime:
+        runtime.outbox.register(terminal.CHANNEL, terminal.TerminalSender())
+        stop = asyncio.Event()
+        sending = asyncio.create_task(runtime.outbox.run(stop, concurrency=1))
+        print(
+            "Consulta — type your answers; Ctrl-D to leave. /loc LAT,LON shares a location, "
+            "/photo FILE sends a photo."
+        )
+        try:
+            first = Inbound(
+                terminal.CHANNEL, args.address, start=args.flow or "", language=args.lang
+            )
+            await runtime.inbox.handle(first)
             await runtime.queue.join()
-    finally:
-        stop.set()
-        await sending
-        await runtime.close()
+            while True:
+                try:
+                    line = await asyncio.to_thread(input, "\n> ")
+                except EOFError:
+                    print()
+                    break
+                if not line.strip():
+                    continue
+                await runtime.inbox.handle(terminal.parse_line(line, args.address))
+                await runtime.queue.join()
+        finally:
+            stop.set()
+            await sending
     return 0
 
 
@@ -268,76 +369,62 @@ async def _telegram(settings: Settings, args: argparse.Namespace) -> int:
     from consulta.adapters.telegram import CHANNEL, TelegramChannel
     from consulta.bot import telegram_setup as staff
 
-    runtime = await _runtime(settings)
-    if runtime is None:
-        return 1
-    channel = next((c for c in runtime.channels if isinstance(c, TelegramChannel)), None)
-    try:
-        if channel is None or not channel.config.secret:
-            print(
-                "consulta: set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET first",
-                file=sys.stderr,
-            )
-            return 2
+    if not (settings.telegram.configured and settings.telegram.webhook_secret):
+        raise Refusal("set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET first", code=2)
+    async with open_runtime(settings, migrate=False) as runtime:
+        channel = next(c for c in runtime.channels if isinstance(c, TelegramChannel))
         action = args.telegram_command
-        if action == "set-webhook":
-            url = await staff.set_webhook(channel, settings.default_language)
-            print(f"Telegram will post updates to {url}; commands set in es, en and fr")
-        elif action == "groups" and args.groups_command == "add":
-            print(await staff.register_group(runtime.groups, args.chat, args.territory, args.lang))
-        elif action == "groups":
-            for g in await runtime.groups.all(CHANNEL):
-                state = "in" if g.active else "left"
+        try:
+            if action == "set-webhook":
+                url = await staff.set_webhook(channel, settings.default_language)
+                print(f"Telegram will post updates to {url}; commands set in es, en and fr")
+            elif action == "groups" and args.groups_command == "add":
                 print(
-                    f"{g.address}\t{g.territory or '-'}\t{g.language or '-'}\t{state}\t"
-                    f"{g.title or ''}"
+                    await staff.register_group(runtime.groups, args.chat, args.territory, args.lang)
                 )
-        elif action == "invite":
-            url = await staff.invite(
-                channel,
-                runtime.groups,
-                runtime.flows,
-                args.chat,
-                args.flow,
-                settings.default_language,
-            )
-            print(f"invitation posted; its button opens {url}")
-        elif action == "poll":
-            poll_id = await staff.post_poll(
-                channel,
-                runtime.groups,
-                runtime.flows,
-                args.chat,
-                args.flow,
-                args.question,
-                settings.default_language,
-            )
-            print(f"poll {poll_id} posted; votes are stored as answers to {args.question}")
-    except staff.StaffError as exc:
-        print(f"consulta: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await runtime.close()
+            elif action == "groups":
+                for g in await runtime.groups.all(CHANNEL):
+                    state = "in" if g.active else "left"
+                    print(
+                        f"{g.address}\t{g.territory or '-'}\t{g.language or '-'}\t{state}\t"
+                        f"{g.title or ''}"
+                    )
+            elif action == "invite":
+                url = await staff.invite(
+                    channel,
+                    runtime.groups,
+                    runtime.flows,
+                    args.chat,
+                    args.flow,
+                    settings.default_language,
+                )
+                print(f"invitation posted; its button opens {url}")
+            elif action == "poll":
+                poll_id = await staff.post_poll(
+                    channel,
+                    runtime.groups,
+                    runtime.flows,
+                    args.chat,
+                    args.flow,
+                    args.question,
+                    settings.default_language,
+                )
+                print(f"poll {poll_id} posted; votes are stored as answers to {args.question}")
+        except staff.StaffError as exc:
+            raise Refusal(str(exc)) from None
     return 0
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from consulta.bot.export import Export, Progress, write_export
 
-    runtime = await _runtime(settings)
-    if runtime is None:
-        return 1
-    try:
+    if args.output is None and args.format == "xlsx" and sys.stdout.isatty():
+        raise Refusal("an XLSX file is binary: use -o FILE", code=2)
+    async with open_runtime(settings, migrate=False) as runtime:
         flow = runtime.flows.get(args.flow)
         if flow is None:
-            print(
-                f"consulta: no flow {args.flow!r}; flows: {', '.join(sorted(runtime.flows))}",
-                file=sys.stderr,
-            )
-            return 2
-        if args.output is None and args.format == "xlsx" and sys.stdout.isatty():
-            print("consulta: an XLSX file is binary: use -o FILE", file=sys.stderr)
-            return 2
+            flows = ", ".join(sorted(runtime.flows))
+            raise Refusal(f"no flow {args.flow!r}; flows: {flows}", code=2)
         export = Export(
             flow,
             language=args.lang or settings.default_language,
@@ -370,8 +457,6 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
                 progress=Progress(),
             )
             sys.stdout.buffer.flush()
-    finally:
-        await runtime.close()
     return 0
 
 
@@ -388,17 +473,13 @@ def _os_user() -> str:
 async def _contacts(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
-    from consulta.storage.repository import DataRights
+    from consulta.storage.data_rights import DataRights
 
-    runtime = await _runtime(settings)
-    if runtime is None:
-        return 1
-    rights = DataRights(runtime.store)
-    try:
+    async with open_runtime(settings, migrate=False) as runtime:
+        rights = DataRights(runtime.store)
         found = await rights.contacts(args.address.removeprefix("whatsapp:"), args.channel)
         if not found:
-            print(f"consulta: nothing is held about {args.address}", file=sys.stderr)
-            return 1
+            raise Refusal(f"nothing is held about {args.address}")
         if args.contacts_command == "show":
             described = [await rights.describe(c) for c in found]
             print(json.dumps(described, ensure_ascii=False, indent=2, default=str))
@@ -415,39 +496,30 @@ async def _contacts(settings: Settings, args: argparse.Namespace) -> int:
             await runtime.forget(contact, answers=args.answers)
             log.info("forgot contact %s (%s)", contact.pid, what)  # the pseudonym, not the address
         print(f"forgot {len(found)} contact(s): {what}")
-        return 0
-    finally:
-        await runtime.close()
+    return 0
 
 
 async def _staff(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import IntegrityError
 
-    from consulta.storage.repository import Staff
+    from consulta.storage.staff import Staff
 
-    runtime = await _runtime(settings)
-    if runtime is None:
-        return 1
-    staff = Staff(runtime.store)
-    try:
+    async with open_runtime(settings, migrate=False) as runtime:
+        staff = Staff(runtime.store)
         if args.staff_command == "add":
             try:
                 token = await staff.add(args.name, args.role)
             except IntegrityError:
-                print(f"consulta: there is already an account named {args.name!r}", file=sys.stderr)
-                return 1
+                raise Refusal(f"there is already an account named {args.name!r}") from None
             print(f"{args.name} ({args.role}). Their token, shown this once:\n{token}")
         elif args.staff_command == "revoke":
             if not await staff.revoke(args.name):
-                print(f"consulta: no active account named {args.name!r}", file=sys.stderr)
-                return 1
+                raise Refusal(f"no active account named {args.name!r}")
             print(f"{args.name}'s token no longer works")
         else:
             for name, role, created, revoked in await staff.all():
                 state = f"revoked {revoked:%Y-%m-%d}" if revoked else "active"
                 print(f"{name}\t{role}\t{created:%Y-%m-%d}\t{state}")
-    finally:
-        await runtime.close()
     return 0
 
 

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -16,9 +16,10 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from consulta.flows.i18n import LANGUAGES, t
-from consulta.flows.model import Flow, Kind, State
-from consulta.storage.repository import ExportRow, Store, count_submissions, stream_submissions
+from consulta.flows.i18n import LANGUAGES
+from consulta.flows.model import Flow, State
+from consulta.storage.exports import ExportRow, count_submissions, stream_submissions
+from consulta.storage.store import Store
 
 __all__ = ["FORMATS", "Export", "Progress", "neutralise", "write_export"]
 
@@ -114,26 +115,7 @@ class Export:
         """An answer as a reader wants it: labels in the export's language, numbers as numbers."""
         if value is None:
             return ""
-        if state.kind in (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE):
-            keys = value if isinstance(value, list) else [value]
-            if self.codes:
-                return "; ".join(str(k) for k in keys)
-            labels = [
-                (c.label.get_text(self.language) if (c := state.choice(str(k))) else str(k))
-                for k in keys
-            ]
-            return "; ".join(labels)
-        if state.kind in (Kind.YES_NO, Kind.CONSENT):
-            if self.codes:
-                return "yes" if value else "no"
-            return t(self.language, "yes" if value else "no")
-        if isinstance(value, dict):
-            if "latitude" in value:
-                label = value.get("label")
-                spot = f"{value['latitude']}, {value['longitude']}"
-                return f"{spot} ({label})" if label else spot
-            return value.get("text") or value.get("media") or ""
-        return value
+        return state.kind.export_cell(state, value, self.language, self.codes)
 
     def cells(self, row: ExportRow) -> list[Any]:
         answers = [
@@ -185,9 +167,13 @@ async def write_export(
     progress: Progress | None = None,
 ) -> int:
     """Write the export to a binary stream. Returns how many submissions it holds."""
-    writer: Callable[..., Any] = {"csv": _csv, "xlsx": _xlsx, "jsonl": _jsonl, "geojson": _geojson}[
-        fmt
-    ]
+    writers: dict[str, Callable[..., Awaitable[None]]] = {
+        "csv": _csv,
+        "xlsx": _xlsx,
+        "jsonl": _jsonl,
+        "geojson": _geojson,
+    }
+    writer = writers[fmt]
     progress = progress or Progress(io.StringIO())
     if progress.shown:  # counting costs a query: only for a bar someone will see
         progress.start(await export.count(store))
@@ -323,7 +309,7 @@ async def _xlsx(store: Store, export: Export, out: IO[bytes], progress: Progress
         columns.append(
             [
                 state.question_key,
-                state.kind.value,
+                state.kind.name,
                 *(neutralise(state.text.get_text(lang)) for lang in LANGUAGES),
                 *choices,
             ]

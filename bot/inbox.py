@@ -32,11 +32,13 @@ from consulta.flows.engine import (
     StartSubmission,
 )
 from consulta.flows.i18n import t
+from consulta.storage.data_rights import DataRights
 from consulta.storage.errors import is_unavailable
 from consulta.storage.media import MediaStore
 from consulta.storage.models import utcnow
-from consulta.storage.repository import ContactInfo, DataRights, InboxView, Store
+from consulta.storage.records import ContactInfo, InboxView
 from consulta.storage.state import Held, StateStore
+from consulta.storage.store import Store
 from consulta.storage.turns import Changes
 
 __all__ = ["Inbox", "Received"]

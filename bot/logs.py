@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, SecretStr
 
 from consulta.bot.config import Settings
 
@@ -17,14 +19,6 @@ __all__ = ["QUIET", "REDACTED", "PrivateFormatter", "configure_logging", "secret
 REDACTED = "[redacted]"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Variables whose values never belong in a log line, whichever part of the code reads them.
-SECRET_VARIABLES = (
-    "TELEGRAM_BOT_TOKEN",
-    "TELEGRAM_WEBHOOK_SECRET",
-    "TWILIO_AUTH_TOKEN",
-    "SECRET_KEY",
-    "STAFF_TOKEN",
-)
 # Libraries whose records below these levels quote what residents and the bot said: SQL
 # parameters (sqlalchemy at INFO, aiosqlite at DEBUG: phone numbers, chat ids, answers),
 # request URLs holding the bot token (httpx at INFO), the Bot API's parameters (DEBUG).
@@ -81,15 +75,16 @@ class PrivateFormatter(logging.Formatter):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """The configured values no log line may show: tokens (and the Twilio credentials as Basic
-    auth carries them), keys, and the passwords of the database and Redis URLs."""
-    env = settings.env
-    found = [settings.secret_key, settings.staff_token or ""]
-    found += [env.get(name, "") for name in SECRET_VARIABLES]
-    bot_token = env.get("TELEGRAM_BOT_TOKEN", "")
-    found.append(bot_token.partition(":")[2])  # the secret half, after the bot's public id
-    if env.get("TWILIO_ACCOUNT_SID") and env.get("TWILIO_AUTH_TOKEN"):
-        pair = f"{env['TWILIO_ACCOUNT_SID']}:{env['TWILIO_AUTH_TOKEN']}"
+    """The configured values no log line may show: every secret setting (a `SecretStr`, in
+    any section), the bot token's secret half, the Twilio credentials as Basic auth carries
+    them, and the passwords of the database and Redis URLs."""
+    found = [secret.get_secret_value() for secret in _secrets_in(settings)]
+    if settings.telegram.bot_token is not None:
+        token = settings.telegram.bot_token.get_secret_value()
+        found.append(token.partition(":")[2])  # the secret half, after the bot's public id
+    twilio = settings.twilio
+    if twilio.account_sid and twilio.auth_token is not None:
+        pair = f"{twilio.account_sid}:{twilio.auth_token.get_secret_value()}"
         found.append(base64.b64encode(pair.encode()).decode())  # as in an Authorization header
     for url in (settings.database_url, settings.redis_url or ""):
         try:
@@ -98,6 +93,15 @@ def secrets_of(settings: Settings) -> list[str]:
             password = None
         found.append(password or "")
     return [s for s in found if s]
+
+
+def _secrets_in(model: BaseModel) -> Iterator[SecretStr]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            yield value
+        elif isinstance(value, BaseModel):
+            yield from _secrets_in(value)
 
 
 def configure_logging(

@@ -29,8 +29,8 @@ from consulta.bot.outage import Outage
 from consulta.storage import keys
 from consulta.storage.batch import Batcher
 from consulta.storage.presence import Presence
-from consulta.storage.repository import Store
 from consulta.storage.state import redis_client
+from consulta.storage.store import Store
 
 __all__ = ["MemoryQueue", "Outbox", "RedisQueue", "Sender", "open_queue"]
 
@@ -189,13 +189,13 @@ class Outbox:
 
     async def deliver(self, message_id: int) -> str:
         """Send one queued reply, once, retrying transient failures. Returns its status."""
-        row = await self.store.claim_outbound(message_id, CLAIM_LEASE, self.queue.holder)
+        row = await self.store.replies.claim(message_id, CLAIM_LEASE, self.queue.holder)
         if row is None:  # sent, failed, or another process is sending it
-            current = await self.store.outbound(message_id)
+            current = await self.store.replies.get(message_id)
             return current.status if current else "missing"
         sender = self.senders.get(row.channel)
         if sender is None:
-            await self.store.mark_outbound(message_id, "failed", error="no sender for channel")
+            await self.store.replies.mark(message_id, "failed", error="no sender for channel")
             return "failed"
         earlier = await self._sent_before(message_id)
         if earlier is not None:  # a process that died had sent it, and not recorded it
@@ -220,7 +220,7 @@ class Outbox:
                     return "failed"
                 wait = error.retry_after or BACKOFF * 2**attempt
                 # Still ours while we wait: the sweeper must not hand it to another sender.
-                await self.store.mark_outbound(
+                await self.store.replies.mark(
                     message_id,
                     "sending",
                     error=str(error),
@@ -253,7 +253,7 @@ class Outbox:
         deadline = time.monotonic() + RECORD_PATIENCE
         while True:
             try:
-                await self.store.mark_outbound(message_id, status, **fields)
+                await self.store.replies.mark(message_id, status, **fields)
             except Exception as exc:
                 if time.monotonic() > deadline:
                     raise

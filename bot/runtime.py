@@ -24,12 +24,15 @@ from consulta.bot.spool import Entry, Spool, SpoolFull
 from consulta.flows.check import load_library
 from consulta.flows.engine import Engine
 from consulta.flows.model import Flow
+from consulta.storage.data_rights import DataRights
 from consulta.storage.db import connect, migrate_async
 from consulta.storage.errors import is_unavailable
+from consulta.storage.groups import Groups
 from consulta.storage.media import MediaStore
 from consulta.storage.presence import Presence, process_id
-from consulta.storage.repository import ContactInfo, DataRights, Groups, Store
+from consulta.storage.records import ContactInfo
 from consulta.storage.state import StateStore, open_state_store, redis_client
+from consulta.storage.store import Store
 
 __all__ = ["Runtime", "Unavailable"]
 
@@ -86,7 +89,7 @@ class Runtime:
         if migrate:
             await migrate_async(settings.database_url)
         holder = process_id()
-        store = Store(connect(settings.database_url), settings.secret_key)
+        store = Store(connect(settings.database_url), settings.secret_key.get_secret_value())
         states = open_state_store(settings.redis_url, holder)
         presence, spool_redis = None, None
         if settings.redis_url:
@@ -144,7 +147,9 @@ class Runtime:
             await self._spool("status", **fields)
             return
         try:
-            await self.store.update_status_by_provider_id(channel, provider_id, status, error)
+            await self.store.replies.update_status_by_provider_id(
+                channel, provider_id, status, error
+            )
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -248,16 +253,16 @@ class Runtime:
         outbound, and replies a dead process had claimed."""
         for contact_id in await self.store.contacts_with_pending_inbound(pending_after):
             self.process_soon(contact_id)  # in the background: a sweep never waits on them
-        await self._requeue(await self.store.stale_outbound(STALE_AFTER))
+        await self._requeue(await self.store.replies.stale(STALE_AFTER))
         if self.presence is not None:
-            others = await self.store.senders() - {self.presence.id}
+            others = await self.store.replies.senders() - {self.presence.id}
             dead = others - await self.presence.alive(others)
-            await self._requeue(await self.store.release_claims(sorted(dead)))
+            await self._requeue(await self.store.replies.release_claims(sorted(dead)))
 
     async def recover(self) -> None:
         """Redis came back (and may have lost its queue): queue again every reply the database
         says is unsent, and handle every waiting message."""
-        await self._requeue(await self.store.stale_outbound(timedelta(0)))
+        await self._requeue(await self.store.replies.stale(timedelta(0)))
         await self.sweep(pending_after=timedelta(0))
 
     async def _requeue(self, outbound: Sequence[tuple[int, int]]) -> None:
@@ -331,7 +336,7 @@ class Runtime:
     async def _replay(self, entry: Entry) -> int | None:
         data = entry.data
         if data.get("kind") == "status":
-            await self.store.update_status_by_provider_id(
+            await self.store.replies.update_status_by_provider_id(
                 data["channel"], data["provider_id"], data["status"], data.get("error")
             )
             return None

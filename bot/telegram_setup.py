@@ -9,8 +9,8 @@ from telegram import BotCommand
 
 from consulta.adapters.telegram import ALLOWED_UPDATES, CHANNEL, COMMANDS, PATH, TelegramChannel
 from consulta.flows.i18n import LANGUAGES, t
-from consulta.flows.model import Flow, Kind
-from consulta.storage.repository import GroupInfo, Groups
+from consulta.flows.model import Flow
+from consulta.storage.groups import GroupInfo, Groups
 
 __all__ = ["StaffError", "invite", "post_poll", "register_group", "set_webhook"]
 
@@ -88,12 +88,12 @@ async def post_poll(
     """Post one question of a flow as a native, non-anonymous poll; votes become answers."""
     group, flow = await _group(groups, chat), _flow(flows, flow_id)
     state = flow.states.get(state_name)
-    if state is None or state.kind not in (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE):
+    if state is None or not state.kind.chooses:
         raise StaffError(f"{state_name!r} is not a choice question of {flow_id}")
     if not 2 <= len(state.choices) <= MAX_POLL_OPTIONS:
         raise StaffError(f"a poll takes 2 to {MAX_POLL_OPTIONS} choices")
     lang = group.language or default_language
-    multiple = state.kind is Kind.MULTIPLE_CHOICE
+    multiple = state.kind.multiple
     poll_id = await channel.post_poll(
         chat, state.text.get_text(lang), [c.label.get_text(lang) for c in state.choices], multiple
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -19,11 +19,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from consulta.flows.engine import declined_target
+from consulta.flows.kinds import KINDS
 from consulta.flows.model import (
     LANGUAGES,
     Flow,
     FlowFormatError,
-    Kind,
     LineDict,
     State,
     flow_paths,
@@ -35,8 +35,6 @@ __all__ = ["FlowCheckError", "Problem", "check_paths", "load_library", "main"]
 
 SCHEMA_PATH = Path(str(files("consulta.flows") / "schema.json"))  # package data
 _PLACEHOLDER = re.compile(r"{(\w*)}")
-_CHOICE_KINDS = (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE)
-_PROFILE_KINDS = (Kind.SINGLE_CHOICE, Kind.TEXT, Kind.LOCATION)
 
 
 @dataclass(frozen=True, order=True)
@@ -57,9 +55,17 @@ class FlowCheckError(ValueError):
         self.problems = problems
 
 
-@cache
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    return _validator_for(tuple(KINDS))
+
+
+@cache
+def _validator_for(kinds: tuple[str, ...]) -> Draft202012Validator:
+    """The schema, its list of types being the kinds registered (the file lists the same for
+    editors; a test keeps them in step)."""
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema["properties"]["states"]["additionalProperties"]["properties"]["type"]["enum"] = [*kinds]
+    return Draft202012Validator(schema)
 
 
 # --- schema -----------------------------------------------------------------------------
@@ -128,7 +134,7 @@ def _meaning_problems(flow: Flow) -> list[Problem]:
         for target, line in _targets(state):
             if target not in states:
                 report(line, f"{where}: unknown target state {target!r}")
-        if state.kind is Kind.END:
+        if state.kind.ends:
             if state.next:
                 report(state.lines.get("next", state.line), f"{where}: an end state has no next")
         elif not state.next:
@@ -137,14 +143,12 @@ def _meaning_problems(flow: Flow) -> list[Problem]:
             report(state.next[-1].line, f"{where}: the last transition needs no `when` (default)")
         _check_text(flow, state.text, state.lines.get("text", state.line), f"{where}", report)
         _check_choices(state, where, report)
-        _check_conditions(state, where, report)
-        if state.profile and state.kind not in _PROFILE_KINDS:
+        if state.profile and not state.kind.profile:
             report(
                 state.lines.get("profile", state.line),
-                f"{where}: a profile question must be single_choice, text or location",
+                f"{where}: a profile question must be {_profile_kinds()}",
             )
-        if state.kind is Kind.SCALE and (state.min or 1) >= (state.max or 5):
-            report(state.lines.get("max", state.line), f"{where}: max must be above min")
+        state.kind.check(state, _about(where, report))
 
     problems.extend(_consent_problems(flow))
     reachable = _reachable(flow)
@@ -170,9 +174,17 @@ def _check_text(flow: Flow, text: Mapping[str, str], line: int, where: str, repo
                 report(line, f"{where}: unknown placeholder {{{name}}} in {lang}{hint}")
 
 
+def _about(where: str, report: Callable[[int, str], None]) -> Callable[[int, str], None]:
+    """A kind's problems, said of its state."""
+    return lambda line, message: report(line, f"{where}: {message}")
+
+
+def _profile_kinds() -> str:
+    names = [name for name, kind in KINDS.items() if kind.profile]
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+
+
 def _check_choices(state: State, where: str, report) -> None:  # type: ignore[no-untyped-def]
-    if state.kind in _CHOICE_KINDS and not state.choices:
-        report(state.line, f"{where}: a {state.kind.value} question needs choices")
     seen: set[str] = set()
     for choice in state.choices:
         if choice.key in seen:
@@ -183,28 +195,13 @@ def _check_choices(state: State, where: str, report) -> None:  # type: ignore[no
                 report(choice.line, f"{where}: choice {choice.key!r}: missing translation: {lang}")
 
 
-def _check_conditions(state: State, where: str, report) -> None:  # type: ignore[no-untyped-def]
-    if state.kind not in _CHOICE_KINDS:
-        return
-    keys = {c.key for c in state.choices}
-    for transition in state.next:
-        cond = transition.when
-        if cond is None:
-            continue
-        for value in ([cond.answer] if cond.answer is not None else []) + list(
-            cond.answer_in or ()
-        ):
-            if str(value) not in keys:
-                report(transition.line, f"{where}: condition on {value!r}, which is not a choice")
-
-
 def _consent_problems(flow: Flow) -> list[Problem]:
     """Nothing about a resident is kept for a survey they have not said yes to: a flow that
-    asks anything asks for consent first, a "no" asks nothing more, and consent is never
-    skipped."""
+    asks anything asks for consent first, and a "no" asks nothing more (that consent is never
+    skipped, the consent kind checks of its own state)."""
     problems: list[Problem] = []
-    consents = [s for s in flow.states.values() if s.kind is Kind.CONSENT]
-    questions = [s for s in flow.states.values() if s.kind.waits and s.kind is not Kind.CONSENT]
+    consents = [s for s in flow.states.values() if s.kind.consent]
+    questions = [s for s in flow.states.values() if s.kind.waits and not s.kind.consent]
     if questions and not consents:
         line = flow.lines.get("start", flow.line or 1)
         problems.append(
@@ -228,15 +225,6 @@ def _consent_problems(flow: Flow) -> list[Problem]:
             )
     for state in consents:
         where = f"state {state.name!r}"
-        if "on_fail" in state.lines and state.on_fail == "skip":
-            problems.append(
-                Problem(
-                    flow.path,
-                    state.lines["on_fail"],
-                    f"{where}: consent cannot be skipped (on_fail: skip); without a yes the flow "
-                    "ends",
-                )
-            )
         declined = declined_target(state)
         after_no = _reachable(flow, start=declined) if declined else set()
         asked = sorted(n for n in after_no if flow.states[n].kind.waits)
@@ -271,7 +259,7 @@ def _reachable(
 
 
 def _can_end(flow: Flow) -> set[str]:
-    ending = {n for n, s in flow.states.items() if s.kind is Kind.END}
+    ending = {n for n, s in flow.states.items() if s.kind.ends}
     changed = True
     while changed:
         changed = False

@@ -7,17 +7,18 @@ pure makes every rule here testable without a database or a channel.
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from consulta.flows.i18n import t
+from consulta.flows.kinds import Invalid, Reply
+from consulta.flows.kinds.yes_no import YES
 from consulta.flows.language import detect_language, parse_language_choice
-from consulta.flows.model import LANGUAGES, Condition, Flow, Kind, State
+from consulta.flows.model import LANGUAGES, Condition, Flow, State
 from consulta.flows.normalise import normalise
 
 __all__ = [
@@ -249,57 +250,8 @@ COMMANDS: dict[str, frozenset[str]] = {
         }
     ),
 }
-YES = frozenset(
-    {
-        "si",
-        "s",
-        "yes",
-        "y",
-        "yeah",
-        "yep",
-        "sure",
-        "ok",
-        "okay",
-        "oui",
-        "ouais",
-        "claro",
-        "vale",
-        "dale",
-        "sale",
-        "va",
-        "de acuerdo",
-        "acepto",
-        "i agree",
-        "agree",
-        "d accord",
-        "daccord",
-        "bien sur",
-        "por supuesto",
-        "correcto",
-        "true",
-    }
-)
-NO = frozenset(
-    {
-        "no",
-        "n",
-        "nope",
-        "nah",
-        "non",
-        "nel",
-        "negativo",
-        "no acepto",
-        "i disagree",
-        "jamais",
-        "pas d accord",
-        "false",
-    }
-)
 SKIP = frozenset({"0", "saltar", "omitir", "skip", "passer", "sauter", "ninguno", "none", "aucun"})
 CONTINUE = frozenset({"continuar", "seguir", "continue", "continuer", "reprendre"})
-_NUMBER = re.compile(r"^[-+]?\d+(?:[.,]\d+)?$")
-_INT = re.compile(r"^\d+$")
-_SEPARATORS = re.compile(r"\s*(?:,|;|\by\b|\band\b|\bet\b|\s)\s*")
 
 
 def command_of(text: str | None) -> str | None:
@@ -312,34 +264,10 @@ def command_of(text: str | None) -> str | None:
     return None
 
 
-def parse_yes_no(text: str | None) -> bool | None:
-    norm = normalise(text)
-    if norm in ("1",) or norm in YES:
-        return True
-    if norm in ("2",) or norm in NO:
-        return False
-    return None
-
-
-def _number(text: str | None) -> float | None:
-    raw = (text or "").strip().replace(" ", "")
-    if not _NUMBER.match(raw):
-        return None
-    return float(raw.replace(",", "."))
-
-
 def new_folio() -> str:
     """A short report number residents can read out: 8 characters, no 0/O or 1/I."""
     alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
     return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-class _Invalid(Exception):
-    """The answer does not fit: re-prompt with this system message."""
-
-    def __init__(self, msgid: str, counts: bool = True, **params: Any) -> None:
-        super().__init__(msgid)
-        self.msgid, self.counts, self.params = msgid, counts, params
 
 
 _SKIPPED = object()  # an optional question the resident skipped
@@ -445,7 +373,8 @@ class Engine:
             self._start(turn, flow, None)
             return
         flow = self.flows.get(conv.flow)
-        if flow is None or flow.version != conv.version or conv.state not in flow.states:
+        state = flow.states.get(conv.state or "") if flow else None
+        if flow is None or flow.version != conv.version or state is None:
             # The flow was edited or withdrawn under this conversation: never mix versions.
             turn.reply(t(turn.lang, "restarting"))
             self._start(turn, flow or self.default_flow, conv.territory)
@@ -453,7 +382,7 @@ class Engine:
         if conv.updated and now.timestamp() - conv.updated > self.idle_timeout.total_seconds():
             self._offer_resume(turn, flow)
             return
-        self._answer(turn, flow, flow.state(conv.state), msg)
+        self._answer(turn, flow, state, msg, now.date())
 
     @staticmethod
     def _in_progress(conv: Conversation, flow: Flow) -> bool:
@@ -613,11 +542,11 @@ class Engine:
                 self._finish(turn)
                 return
             turn.conv.state, turn.conv.retries = state.name, 0
-            if state.kind is Kind.END:
+            if state.kind.ends:
                 turn.reply(self._render(turn, flow, state.text))
                 self._finish(turn)
                 return
-            if state.kind is Kind.MESSAGE:
+            if not state.kind.waits:
                 turn.reply(self._render(turn, flow, state.text))
                 name = self._next(state, None, turn.profile)
                 continue
@@ -637,8 +566,9 @@ class Engine:
 
     def _reprompt_current(self, turn: _Turn) -> None:
         flow = self.flows.get(turn.conv.flow or "")
-        if flow and turn.conv.state in flow.states:
-            turn.replies.append(self._prompt(turn, flow, flow.state(turn.conv.state)))
+        state = flow.states.get(turn.conv.state or "") if flow else None
+        if flow and state:
+            turn.replies.append(self._prompt(turn, flow, state))
 
     @staticmethod
     def _next(state: State, value: Any, profile: Mapping[str, Any]) -> str | None:
@@ -649,15 +579,15 @@ class Engine:
 
     # answering ----------------------------------------------------------------------------
 
-    def _answer(self, turn: _Turn, flow: Flow, state: State, msg: Message) -> None:
+    def _answer(self, turn: _Turn, flow: Flow, state: State, msg: Message, today: date) -> None:
         conv = turn.conv
         try:
-            value = self._parse(state, msg)
-        except _Invalid as problem:
+            value = self._parse(state, msg, today)
+        except Invalid as problem:
             if problem.counts:
                 conv.retries += 1
             if conv.retries > state.retries:
-                if state.kind is Kind.CONSENT:
+                if state.kind.consent:
                     # Consent is never skipped, whatever `on_fail` says: no clear yes is a no.
                     self._decline(turn, flow, state, unclear=True)
                     return
@@ -669,15 +599,15 @@ class Engine:
                 conv.history.append(state.name)
                 self._enter(turn, flow, self._next(state, None, turn.profile))
                 return
-            turn.reply(t(turn.lang, problem.msgid, **problem.params))
+            turn.reply(problem.text(turn.lang))
             return
-        if state.kind is Kind.CONSENT and value is not True:
+        if state.kind.consent and value is not True:
             self._decline(turn, flow, state)
             return
         conv.history.append(state.name)
         if value is not _SKIPPED:
             turn.save_answer(flow, state, _raw(msg), value)
-            if state.kind is Kind.CONSENT:
+            if state.kind.consent:
                 turn.effects.append(
                     RecordConsent(conv.submission or "", flow.id, True, state.notice_version)
                 )
@@ -699,70 +629,20 @@ class Engine:
             turn.effects.append(DeclineSubmission(submission))
         turn.conv = Conversation()
 
-    def _parse(self, state: State, msg: Message) -> Any:
-        kind, text, norm = state.kind, (msg.text or "").strip(), normalise(msg.text)
+    def _parse(self, state: State, msg: Message, today: date | None = None) -> Any:
+        """What the state's kind reads in the message, after what every question shares: a
+        stale button, media that is no picture, 0 to skip an optional question."""
+        text, norm = (msg.text or "").strip(), normalise(msg.text)
         if msg.payload:
             target, _, key = msg.payload.partition(":")
             if target != state.name:  # a stale button from an earlier question
-                raise _Invalid(_reprompt_id(state), counts=False, **_reprompt_params(state))
+                raise state.kind.reprompt(state).uncounted()
             norm, text = key, key
         if msg.media and not any(m.is_image for m in msg.media) and not text:
-            raise _Invalid("media-not-understood", counts=False)
+            raise Invalid("media-not-understood", counts=False)
         if state.optional and norm in SKIP and not msg.location and not msg.media:
             return _SKIPPED
-
-        if kind is Kind.SINGLE_CHOICE:
-            choice = _match_choice(state, norm)
-            if choice is None:
-                raise _Invalid("reprompt-choice", max=len(state.choices))
-            return choice
-        if kind is Kind.MULTIPLE_CHOICE:
-            return _match_choices(state, msg.text if not msg.payload else key)
-        if kind in (Kind.YES_NO, Kind.CONSENT):
-            answer = parse_yes_no(norm)
-            if answer is None:
-                raise _Invalid("reprompt-yes-no")
-            return answer
-        if kind is Kind.SCALE:
-            low, high = int(state.min or 1), int(state.max or 5)
-            if not _INT.match(norm) or not low <= int(norm) <= high:
-                raise _Invalid("reprompt-scale", min=low, max=high)
-            return int(norm)
-        if kind is Kind.NUMBER:
-            number = _number(text)
-            in_bounds = number is not None and (
-                (state.min is None or number >= state.min)
-                and (state.max is None or number <= state.max)
-                and (not state.integer or number.is_integer())
-            )
-            if not in_bounds:
-                if state.min is None or state.max is None:
-                    raise _Invalid("reprompt-number-any")
-                raise _Invalid("reprompt-number", min=_fmt(state.min), max=_fmt(state.max))
-            return int(number) if state.integer else number  # type: ignore[arg-type]
-        if kind is Kind.TEXT:
-            if not text:
-                raise _Invalid("reprompt-text")
-            if state.max_length and len(text) > state.max_length:
-                raise _Invalid("reprompt-text-too-long", max=state.max_length)
-            return text
-        if kind is Kind.LOCATION:
-            if msg.location:
-                loc = msg.location
-                return {
-                    "latitude": loc.latitude,
-                    "longitude": loc.longitude,
-                    **({"label": loc.label} if loc.label else {}),
-                }
-            if text and not _INT.match(norm):
-                return {"text": text[:300]}
-            raise _Invalid("reprompt-location")
-        if kind is Kind.PHOTO:
-            image = next((m for m in msg.media if m.is_image), None)
-            if image is None:
-                raise _Invalid("reprompt-photo")
-            return {"media": image.ref, "content_type": image.content_type}
-        raise _Invalid("not-understood")  # pragma: no cover - non-waiting kinds never get here
+        return state.kind.parse(state, Reply(text, norm, msg.location, msg.media, today))
 
     # rendering ------------------------------------------------------------------------------
 
@@ -773,34 +653,12 @@ class Engine:
         )
 
     def _prompt(self, turn: _Turn, flow: Flow, state: State) -> Prompt:
-        lang = turn.lang
-        lines = [self._render(turn, flow, state.text)]
-        options: tuple[Option, ...] = ()
-        expects = None
-        if state.kind in (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE):
-            labels = [c.label.get_text(lang) for c in state.choices]
-            options = tuple(
-                Option(f"{state.name}:{c.key}", label)
-                for c, label in zip(state.choices, labels, strict=True)
-            )
-            lines.append("\n".join(f"{i}. {label}" for i, label in enumerate(labels, 1)))
-            if state.kind is Kind.MULTIPLE_CHOICE:
-                lines.append(t(lang, "hint-multiple"))
-        elif state.kind in (Kind.YES_NO, Kind.CONSENT):
-            yes, no = t(lang, "yes"), t(lang, "no")
-            options = (Option(f"{state.name}:1", yes), Option(f"{state.name}:2", no))
-            lines.append(f"1. {yes}\n2. {no}")
-        elif state.kind is Kind.SCALE:
-            low, high = int(state.min or 1), int(state.max or 5)
-            options = tuple(Option(f"{state.name}:{n}", str(n)) for n in range(low, high + 1))
-        elif state.kind is Kind.LOCATION:
-            expects = "location"
-            lines.append(t(lang, "hint-location"))
-        elif state.kind is Kind.PHOTO:
-            expects = "photo"
+        ask = state.kind.prompt(state, turn.lang)
+        lines = [self._render(turn, flow, state.text), *ask.lines]
+        options = tuple(Option(f"{state.name}:{key}", label) for key, label in ask.choices)
         if state.optional:
-            lines.append(t(lang, "hint-skip"))
-        return Prompt("\n\n".join(line for line in lines if line), options, expects)
+            lines.append(t(turn.lang, "hint-skip"))
+        return Prompt("\n\n".join(line for line in lines if line), options, ask.expects)
 
 
 class _Turn:
@@ -816,8 +674,8 @@ class _Turn:
 
     def set_language(self, lang: str | None) -> None:
         if lang in LANGUAGES and lang != self.lang:
-            self.lang = lang  # type: ignore[assignment]
-            self.effects.append(SetLanguage(lang))  # type: ignore[arg-type]
+            self.lang = lang
+            self.effects.append(SetLanguage(lang))
 
     def set_profile(self, name: str, value: Any) -> None:
         self.profile[name] = value
@@ -826,7 +684,7 @@ class _Turn:
     def save_answer(self, flow: Flow, state: State, raw: str | None, value: Any) -> None:
         """Keep an answer (and the profile field it fills) — never before the flow's consent
         question has had its yes, even in a flow that `flows check` would refuse."""
-        if not (state.kind is Kind.CONSENT or self.consented(flow)):
+        if not (state.kind.consent or self.consented(flow)):
             return
         self.effects.append(
             SaveAnswer(self.conv.submission or "", state.question_key, state.name, raw, value)
@@ -837,7 +695,7 @@ class _Turn:
     def consented(self, flow: Flow) -> bool:
         """Whether this submission may keep answers: a flow without a consent question keeps
         them (`flows check` refuses such a flow); otherwise its yes is in the history."""
-        asks = [name for name, s in flow.states.items() if s.kind is Kind.CONSENT]
+        asks = [name for name, s in flow.states.items() if s.kind.consent]
         return not asks or any(name in self.conv.history for name in asks)
 
     def reply(self, text: str, options: tuple[Option, ...] = ()) -> None:
@@ -868,35 +726,6 @@ def _holds(cond: Condition, value: Any, profile: Mapping[str, Any]) -> bool:
     return all(str(profile.get(k)) in vs for k, vs in cond.profile.items())
 
 
-def _match_choice(state: State, norm: str) -> str | None:
-    if _INT.match(norm) and 1 <= int(norm) <= len(state.choices):
-        return state.choices[int(norm) - 1].key
-    for choice in state.choices:
-        if norm == normalise(choice.key) or norm in {normalise(v) for v in choice.label.values()}:
-            return choice.key
-    return None
-
-
-def _match_choices(state: State, text: str | None) -> list[str]:
-    single = _match_choice(state, normalise(text))
-    if single is not None:
-        return [single]
-    keys: list[str] = []
-    for token in _SEPARATORS.split(normalise(text)):
-        if not token:
-            continue
-        key = _match_choice(state, token)
-        if key is None:
-            raise _Invalid("reprompt-multiple", max=len(state.choices))
-        if key not in keys:
-            keys.append(key)
-    if not keys:
-        raise _Invalid("reprompt-multiple", max=len(state.choices))
-    if state.max_choices and len(keys) > state.max_choices:
-        raise _Invalid("reprompt-multiple", max=len(state.choices))
-    return keys
-
-
 def declined_target(state: State) -> str | None:
     """Where a consent question's explicit branch on "no" leads (None: it has none)."""
     return Engine._next(replace(state, next=tuple(t for t in state.next if t.when)), False, {})
@@ -912,30 +741,10 @@ def _declined_texts(flow: Flow, state: State) -> list[Mapping[str, str]]:
         if found is None or found.kind.waits:
             return []
         texts.append(found.text)
-        if found.kind is Kind.END:
+        if found.kind.ends:
             return texts
         name = Engine._next(found, None, {})
     return []
-
-
-def _reprompt_id(state: State) -> str:
-    return {
-        Kind.SINGLE_CHOICE: "reprompt-choice",
-        Kind.MULTIPLE_CHOICE: "reprompt-multiple",
-        Kind.YES_NO: "reprompt-yes-no",
-        Kind.CONSENT: "reprompt-yes-no",
-        Kind.SCALE: "reprompt-scale",
-        Kind.LOCATION: "reprompt-location",
-        Kind.PHOTO: "reprompt-photo",
-    }.get(state.kind, "reprompt-text")
-
-
-def _reprompt_params(state: State) -> dict[str, Any]:
-    if state.kind in (Kind.SINGLE_CHOICE, Kind.MULTIPLE_CHOICE):
-        return {"max": len(state.choices)}
-    if state.kind is Kind.SCALE:
-        return {"min": int(state.min or 1), "max": int(state.max or 5)}
-    return {}
 
 
 def _raw(msg: Message) -> str | None:
@@ -946,7 +755,3 @@ def _raw(msg: Message) -> str | None:
     if msg.location:
         return f"{msg.location.latitude},{msg.location.longitude}"
     return None
-
-
-def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else str(number)

@@ -13,10 +13,9 @@ from typing import Any
 
 from babel.messages.pofile import read_po
 
-from consulta.flows.model import LANGUAGES
-
 __all__ = ["LANGUAGES", "LOCALES", "catalog", "message_ids", "t"]
 
+LANGUAGES = ("es", "en", "fr")  # every resident-facing text is written in these
 LOCALES = Path(str(files("consulta.locales")))  # package data
 DOMAIN = "consulta"
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from consulta.flows.i18n import LANGUAGES
+from consulta.flows.kinds import KINDS, Kind
 
 __all__ = [
     "DEFINITIONS_DIR",
@@ -33,29 +35,9 @@ __all__ = [
     "parse_flow",
 ]
 
-LANGUAGES = ("es", "en", "fr")
 # Profile questions: saved on the contact and skipped in later flows when already known.
 PROFILE_FIELDS = ("age_group", "gender", "municipality", "neighbourhood", "sector")
 DEFINITIONS_DIR = Path(str(files("consulta.flows") / "definitions"))  # package data
-
-
-class Kind(StrEnum):
-    MESSAGE = "message"  # says something and moves on, waits for nothing
-    SINGLE_CHOICE = "single_choice"
-    MULTIPLE_CHOICE = "multiple_choice"
-    YES_NO = "yes_no"
-    SCALE = "scale"
-    NUMBER = "number"
-    TEXT = "text"
-    LOCATION = "location"
-    PHOTO = "photo"
-    CONSENT = "consent"  # a yes/no that records consent and the privacy notice version
-    END = "end"
-
-    @property
-    def waits(self) -> bool:
-        """Whether this state waits for the resident's answer."""
-        return self not in (Kind.MESSAGE, Kind.END)
 
 
 class FlowFormatError(ValueError):
@@ -102,14 +84,14 @@ class Transition:
 @dataclass(frozen=True)
 class State:
     name: str
-    kind: Kind
+    kind: Kind  # from `flows.kinds.KINDS`: how the state is asked, read, checked, exported
     text: Text
     choices: tuple[Choice, ...] = ()
     next: tuple[Transition, ...] = ()
     key: str = ""  # the question key answers are stored under; defaults to the state name
     profile: str | None = None  # a PROFILE_FIELDS entry: ask once, reuse
-    min: float | None = None
-    max: float | None = None
+    min: float | str | None = None  # a number; for a date question an ISO date or "today"
+    max: float | str | None = None
     integer: bool = True  # for number questions
     max_length: int | None = None  # for text questions
     max_choices: int | None = None  # for multiple choice
@@ -159,7 +141,7 @@ class LineDict(dict):
     """A mapping that remembers the line of itself and of each key (1-based)."""
 
     line: int = 0
-    lines: dict[str, int]
+    lines: dict[Any, int]
 
 
 class LineList(list):
@@ -189,6 +171,10 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     return result
 
 
+def _construct_text(loader: _LineLoader, node: yaml.ScalarNode) -> str:
+    return str(loader.construct_scalar(node))
+
+
 def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> LineList:
     result = LineList(loader.construct_object(child, deep=True) for child in node.value)
     result.line = node.start_mark.line + 1
@@ -197,6 +183,9 @@ def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> LineLis
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+# `min: 2026-12-01` stays the text it is (a flow has no use for YAML's date objects, which the
+# schema could not describe).
+_LineLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
 
 
 def load_yaml(source: str, path: str = "<flow>") -> Any:
@@ -281,12 +270,10 @@ def _choices(node: Any) -> tuple[Choice, ...]:
 
 
 def _state(name: str, node: Mapping[str, Any], path: str) -> State:
-    try:
-        kind = Kind(node.get("type", ""))
-    except ValueError:
-        raise FlowFormatError(
-            path, _line(node, "type"), f"state {name!r}: unknown type {node.get('type')!r}"
-        ) from None
+    type_ = node.get("type")
+    kind = KINDS.get(type_) if isinstance(type_, str) else None
+    if kind is None:
+        raise FlowFormatError(path, _line(node, "type"), f"state {name!r}: unknown type {type_!r}")
     transitions = _transitions(node.get("next"))
     if transitions and transitions[0].line == 0:  # a plain `next: target`
         transitions = (Transition(goto=transitions[0].goto, line=_line(node, "next")),)

@@ -5,6 +5,9 @@ per kind of row for everything that arrived together, identical on SQLite and Po
 Statements are built once per database and reused, so SQLAlchemy compiles each one once.
 If a batch fails, every item in it is retried alone on a fresh connection, so a dropped
 connection costs a retry and one bad turn never sinks the others.
+
+The `Store` (storage/store.py) builds on this module and hands it what it needs — the
+statements, a lane, the pseudonym function — so the hot path never reaches back for the store.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,17 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consulta.storage.errors import is_unavailable
 from consulta.storage.models import Answer, Consent, Contact, MessageLog, Submission, utcnow
-
-if TYPE_CHECKING:
-    from consulta.storage.repository import Store
+from consulta.storage.records import CONTACT_COLUMNS, ContactInfo, InboxView
 
 __all__ = [
-    "CONTACT_COLUMNS",
     "Changes",
-    "ContactInfo",
     "InboundRecord",
-    "InboxView",
     "Lane",
+    "Pseudonym",
     "Recorded",
     "Statements",
     "load_inboxes",
@@ -49,40 +48,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class ContactInfo:
-    id: int
-    pid: str
-    channel: str
-    address: str
-    language: str | None
-    profile: dict[str, Any]
-    opted_out: bool
-    name: str | None
-    last_inbound_at: datetime | None
-
-
-CONTACT_COLUMNS = (
-    Contact.id,
-    Contact.pid,
-    Contact.channel,
-    Contact.address,
-    Contact.language,
-    Contact.profile,
-    Contact.opted_out,
-    Contact.name,
-    Contact.last_inbound_at,
-)
-
-
-@dataclass(frozen=True)
-class InboxView:
-    """What handling a contact's next message needs from the database."""
-
-    contact: ContactInfo
-    next: tuple[int, dict[str, Any]] | None  # the oldest unhandled message: (id, payload)
-    waiting: int  # how many unhandled messages, that one included
-    completed: frozenset[str]  # flows this contact has completed
+# A contact's pseudonymous id, from their channel and address (`Store.pseudonym`).
+Pseudonym = Callable[[str, str], str]
 
 
 @dataclass(frozen=True)
@@ -286,21 +253,25 @@ class Lane:
 
 
 async def record_many(
-    store: Store, lane: Lane, records: Sequence[InboundRecord]
+    sql: Statements, pseudonym: Pseudonym, lane: Lane, records: Sequence[InboundRecord]
 ) -> Sequence[Recorded | BaseException]:
     """Record messages durably, once per provider id: one transaction for the whole batch."""
-    return await _each_alone_on_failure(store, lane, records, record_in)
+
+    async def write(conn: AsyncConnection, batch: Sequence[InboundRecord]) -> list[Recorded]:
+        return await record_in(sql, pseudonym, conn, batch)
+
+    return await _each_alone_on_failure(lane, records, write)
 
 
 async def record_in(
-    store: Store, conn: AsyncConnection, records: Sequence[InboundRecord]
+    sql: Statements, pseudonym: Pseudonym, conn: AsyncConnection, records: Sequence[InboundRecord]
 ) -> list[Recorded]:
     now = utcnow()
     contacts: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
         known = contacts.get((r.channel, r.address))
         contacts[(r.channel, r.address)] = {
-            "pid": store.pseudonym(r.channel, r.address),
+            "pid": pseudonym(r.channel, r.address),
             "channel": r.channel,
             "address": r.address,
             "name": None,  # kept only once they consent (Changes.set_name)
@@ -311,7 +282,7 @@ async def record_in(
             "last_inbound_at": now,
         }
     # Sorted, so two processes' batches lock the same contacts in the same order.
-    rows = await conn.execute(store.statements.upsert_contact, sorted_by_key(contacts))
+    rows = await conn.execute(sql.upsert_contact, sorted_by_key(contacts))
     contact_ids = {(row.channel, row.address): row.id for row in rows}
 
     def message(r: InboundRecord) -> dict[str, Any]:
@@ -336,15 +307,13 @@ async def record_in(
             first.setdefault((r.channel, r.provider_id), r)
     message_ids: dict[tuple[str, str], int] = {}
     if first:
-        rows = await conn.execute(
-            store.statements.insert_inbound, [message(r) for r in first.values()]
-        )
+        rows = await conn.execute(sql.insert_inbound, [message(r) for r in first.values()])
         message_ids = {(row.channel, row.provider_id): row.id for row in rows}
     results = []
     for r in records:
         contact_id = contact_ids[(r.channel, r.address)]
         if r.provider_id is None:  # local channels (terminal, simulator): no retries to fold
-            inserted = await conn.execute(store.statements.insert_message, [message(r)])
+            inserted = await conn.execute(sql.insert_message, [message(r)])
             results.append(Recorded(contact_id, inserted.scalar_one()))
         elif first[(r.channel, r.provider_id)] is r:
             results.append(Recorded(contact_id, message_ids.get((r.channel, r.provider_id))))
@@ -361,22 +330,21 @@ def sorted_by_key(rows: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str,
 
 
 async def load_inboxes(
-    store: Store, lane: Lane, contact_ids: Sequence[int]
+    sql: Statements, lane: Lane, contact_ids: Sequence[int]
 ) -> list[InboxView | BaseException]:
     try:
-        return await _load_inboxes(store, lane, contact_ids)
+        return await _load_inboxes(sql, lane, contact_ids)
     except Exception as exc:
         if not is_unavailable(exc):
             raise
         # Once more on a fresh connection: the lane's own died (the database restarted).
-        return await _load_inboxes(store, lane, contact_ids)
+        return await _load_inboxes(sql, lane, contact_ids)
 
 
 async def _load_inboxes(
-    store: Store, lane: Lane, contact_ids: Sequence[int]
+    sql: Statements, lane: Lane, contact_ids: Sequence[int]
 ) -> list[InboxView | BaseException]:
     ids = {"ids": sorted(set(contact_ids))}
-    sql = store.statements
     # Reads need no transaction: each contact's inbox lock is held by whoever asked.
     async with lane.connection() as conn:
         contacts = {row.id: ContactInfo(*row) for row in await conn.execute(sql.contacts, ids)}
@@ -387,12 +355,14 @@ async def _load_inboxes(
         completed: dict[int, set[str]] = {}
         for row in await conn.execute(sql.completed, ids):
             completed.setdefault(row.contact_id, set()).add(row.flow_id)
-    return [
-        InboxView(contacts[i], *pending.get(i, (None, 0)), frozenset(completed.get(i, ())))
-        if i in contacts
-        else LookupError(f"no contact {i}")
-        for i in contact_ids
-    ]
+    views: list[InboxView | BaseException] = []
+    for i in contact_ids:
+        if i not in contacts:
+            views.append(LookupError(f"no contact {i}"))
+            continue
+        first, waiting = pending.get(i, (None, 0))
+        views.append(InboxView(contacts[i], first, waiting, frozenset(completed.get(i, ()))))
+    return views
 
 
 # --- one turn's changes --------------------------------------------------------------------
@@ -516,15 +486,17 @@ class Changes:
 
 
 async def write_turns(
-    store: Store, lane: Lane, turns: Sequence[Changes]
+    sql: Statements, lane: Lane, turns: Sequence[Changes]
 ) -> Sequence[Changes | BaseException]:
-    return await _each_alone_on_failure(store, lane, turns, _write)
+    async def write(conn: AsyncConnection, batch: Sequence[Changes]) -> list[Changes]:
+        return await _write(sql, conn, batch)
+
+    return await _each_alone_on_failure(lane, turns, write)
 
 
-async def _write(store: Store, conn: AsyncConnection, turns: Sequence[Changes]) -> list[Changes]:
+async def _write(sql: Statements, conn: AsyncConnection, turns: Sequence[Changes]) -> list[Changes]:
     """Each kind of row in one statement, in the order their foreign keys need. A batch holds
     at most one turn per resident (each waits for its turn to be written before the next)."""
-    sql = store.statements
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for turn in turns:
         if turn._contact_values:
@@ -576,14 +548,13 @@ async def _many(conn: AsyncConnection, stmt: Any, rows: list[dict[str, Any]]) ->
 
 
 async def _each_alone_on_failure(
-    store: Store,
     lane: Lane,
     items: Sequence[T],
-    write: Callable[[Store, AsyncConnection, Sequence[T]], Awaitable[list[R]]],
+    write: Callable[[AsyncConnection, Sequence[T]], Awaitable[list[R]]],
 ) -> Sequence[R | BaseException]:
     try:
         async with lane.begin() as conn:
-            return await write(store, conn, items)
+            return await write(conn, items)
     except Exception as exc:
         # Each again, alone, on a fresh connection: a dropped connection costs a retry, not a
         # message, and one bad item no longer holds back the rest. A database that is away
@@ -599,7 +570,7 @@ async def _each_alone_on_failure(
     for item in items:
         try:
             async with lane.begin() as conn:
-                results.extend(await write(store, conn, [item]))
+                results.extend(await write(conn, [item]))
         except Exception as exc:
             results.append(exc)
     return results

@@ -7,7 +7,6 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,7 @@ def _base(tmp_path: Path) -> Settings:
 async def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'consulta.db'}"
-        return replace(_base(tmp_path), database_url=url)
+        return _base(tmp_path).with_(database_url=url)
     return await _shared(request.getfixturevalue("pg_url"), tmp_path)
 
 
@@ -88,7 +87,7 @@ async def shared_settings(pg_url: str, tmp_path: Path) -> Settings:
 
 async def _shared(pg_url: str, tmp_path: Path) -> Settings:
     await _reset_postgres(pg_url)
-    return replace(_base(tmp_path), database_url=pg_url, redis_url=REDIS)
+    return _base(tmp_path).with_(database_url=pg_url, redis_url=REDIS)
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 
@@ -14,14 +14,10 @@ from consulta.bot.runtime import Runtime
 
 
 @asynccontextmanager
-async def sending_runtime(
-    settings: Settings, env: Mapping[str, str], public_url: str | None = None
-) -> AsyncIterator[Runtime]:
-    """A runtime configured with `env` whose outbox sends until the block ends."""
-    runtime = await Runtime.create(
-        replace(settings, env=dict(env), public_url=public_url or settings.public_url),
-        migrate=settings.redis_url is None,
-    )
+async def sending_runtime(settings: Settings, **changes: Any) -> AsyncIterator[Runtime]:
+    """A runtime on `settings` with `changes` (a channel's section, the public URL…) whose
+    outbox sends until the block ends."""
+    runtime = await Runtime.create(settings.with_(**changes), migrate=settings.redis_url is None)
     stop = asyncio.Event()
     sending = asyncio.create_task(runtime.outbox.run(stop, concurrency=2))
     try:

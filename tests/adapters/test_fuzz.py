@@ -12,7 +12,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -27,7 +26,7 @@ from twilio.request_validator import RequestValidator
 from consulta.adapters.message import Inbound
 from consulta.adapters.telegram import SECRET_HEADER, BadUpdate, parse_update, read_update
 from consulta.adapters.twilio import BadWebhook, parse_message
-from consulta.bot.config import Settings
+from consulta.bot.config import Settings, TelegramSettings, TwilioSettings
 from consulta.bot.runtime import Runtime
 from consulta.bot.server import build_app
 from tests.adapters.loopback import sending_runtime
@@ -466,21 +465,25 @@ async def fuzz_runtime(tmp_path: Path) -> AsyncIterator[tuple[Runtime, TwilioDou
         media_dir=str(tmp_path / "media"),
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}",
     )
-    env = {
-        "TWILIO_ACCOUNT_SID": SID,
-        "TWILIO_AUTH_TOKEN": TOKEN,
-        "TWILIO_WHATSAPP_FROM": "whatsapp:+5213300000000",
-        "TWILIO_SMS_FROM": "+5213300000001",
-        "TWILIO_API_BASE_URL": twilio.url,
-        "TWILIO_WHATSAPP_RATE": "100000",
-        "TWILIO_SMS_RATE": "100000",
-        "TELEGRAM_BOT_TOKEN": TG_TOKEN,
-        "TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
-        "TELEGRAM_API_BASE_URL": telegram.url,
-        "TELEGRAM_CHAT_RATE": "100000",
+    channels = {
+        "twilio": TwilioSettings(
+            account_sid=SID,
+            auth_token=TOKEN,
+            whatsapp_from="whatsapp:+5213300000000",
+            sms_from="+5213300000001",
+            api_base_url=twilio.url,
+            whatsapp_rate=100000,
+            sms_rate=100000,
+        ),
+        "telegram": TelegramSettings(
+            bot_token=TG_TOKEN,
+            webhook_secret=TG_SECRET,
+            api_base_url=telegram.url,
+            chat_rate=100000,
+        ),
     }
     try:
-        async with sending_runtime(replace(base, public_url=PUBLIC), env, PUBLIC) as rt:
+        async with sending_runtime(base, public_url=PUBLIC, **channels) as rt:
             yield rt, twilio
     finally:
         await twilio.stop()

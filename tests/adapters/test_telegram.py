@@ -9,7 +9,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy import select
 from consulta.adapters.media import MAX_BYTES, MediaRefused
 from consulta.adapters.message import Attachment
 from consulta.adapters.telegram import SECRET_HEADER, TelegramChannel, TelegramConfig
-from consulta.bot.config import Settings
+from consulta.bot.config import Settings, TelegramSettings
 from consulta.bot.runtime import Runtime
 from consulta.bot.server import build_app
 from consulta.bot.telegram_setup import StaffError, invite, post_poll, register_group, set_webhook
@@ -45,20 +44,23 @@ async def double() -> AsyncIterator[TelegramDouble]:
         await api.stop()
 
 
-def telegram_env(double: TelegramDouble, **extra: str) -> dict[str, str]:
-    # Telegram's 1 message/s per chat would make each survey here last half a minute.
-    return {
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "TELEGRAM_WEBHOOK_SECRET": SECRET,
-        "TELEGRAM_API_BASE_URL": double.url,
-        "TELEGRAM_CHAT_RATE": "100",
-        **extra,
+def telegram_settings(double: TelegramDouble, **changes: Any) -> TelegramSettings:
+    """The `telegram` section for `double`. Telegram's 1 message/s per chat would make each
+    survey here last half a minute."""
+    section = {
+        "bot_token": TOKEN,
+        "webhook_secret": SECRET,
+        "api_base_url": double.url,
+        "chat_rate": 100,
     }
+    return TelegramSettings.model_validate({**section, **changes})
 
 
 @pytest.fixture
 async def rt(settings: Settings, double: TelegramDouble) -> AsyncIterator[Runtime]:
-    async with sending_runtime(settings, telegram_env(double), PUBLIC) as runtime:
+    async with sending_runtime(
+        settings, telegram=telegram_settings(double), public_url=PUBLIC
+    ) as runtime:
         yield runtime
 
 
@@ -379,7 +381,7 @@ async def test_long_polling_for_staff_without_a_public_url(
     settings: Settings, double: TelegramDouble
 ) -> None:
     runtime = await Runtime.create(
-        replace(settings, env=telegram_env(double, TELEGRAM_POLLING="1")),
+        settings.with_(telegram=telegram_settings(double, polling=True)),
         migrate=settings.redis_url is None,
     )
     double.updates.append(
@@ -626,7 +628,7 @@ async def test_long_polling_skips_an_update_with_a_bad_chat_id(
     settings: Settings, double: TelegramDouble, caplog: pytest.LogCaptureFixture
 ) -> None:
     runtime = await Runtime.create(
-        replace(settings, env=telegram_env(double, TELEGRAM_POLLING="1")),
+        settings.with_(telegram=telegram_settings(double, polling=True)),
         migrate=settings.redis_url is None,
     )
     good = {"message_id": 2, "date": int(time.time()), "chat": PRIVATE, "from": USER}

@@ -28,7 +28,7 @@ from consulta.adapters.twilio import (
     TwilioGateway,
     parse_message,
 )
-from consulta.bot.config import Settings
+from consulta.bot.config import Settings, TwilioSettings
 from consulta.bot.runtime import Runtime
 from consulta.bot.server import MAX_BODY, build_app
 from consulta.storage.models import MessageLog
@@ -53,18 +53,26 @@ async def double() -> AsyncIterator[TwilioDouble]:
         await api.stop()
 
 
+def twilio_settings(double: TwilioDouble, **changes: Any) -> TwilioSettings:
+    """The `twilio` section for `double`: WhatsApp and SMS, unpaced (Twilio's pacing would make
+    each survey here last seconds)."""
+    section = {
+        "account_sid": SID,
+        "auth_token": TOKEN,
+        "whatsapp_from": WA_FROM,
+        "sms_from": SMS_FROM,
+        "api_base_url": double.url,
+        "whatsapp_rate": 1000,
+        "sms_rate": 1000,
+    }
+    return TwilioSettings.model_validate({**section, **changes})
+
+
 @pytest.fixture
 async def rt(settings: Settings, double: TwilioDouble) -> AsyncIterator[Runtime]:
-    env = {
-        "TWILIO_ACCOUNT_SID": SID,
-        "TWILIO_AUTH_TOKEN": TOKEN,
-        "TWILIO_WHATSAPP_FROM": WA_FROM,
-        "TWILIO_SMS_FROM": SMS_FROM,
-        "TWILIO_API_BASE_URL": double.url,
-        "TWILIO_WHATSAPP_RATE": "1000",
-        "TWILIO_SMS_RATE": "1000",
-    }
-    async with sending_runtime(settings, env, PUBLIC) as runtime:
+    async with sending_runtime(
+        settings, twilio=twilio_settings(double), public_url=PUBLIC
+    ) as runtime:
         yield runtime
 
 
@@ -435,12 +443,19 @@ async def test_outside_the_window_without_a_template_nothing_is_sent(double: Twi
     assert double.messages == []
 
 
-def test_templates_must_be_json() -> None:
-    with pytest.raises(ValueError, match="TWILIO_TEMPLATES must be JSON"):
-        TwilioConfig.from_env(
-            {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_TEMPLATES": "[1]"},
-            PUBLIC,
-        )
+def test_the_settings_section_becomes_the_channels_configuration() -> None:
+    section = TwilioSettings(
+        account_sid=SID,
+        auth_token=TOKEN,
+        whatsapp_from=WA_FROM,
+        api_base_url="https://proxy.example/twilio/",
+        templates='{"reminder": {"es": "HXes"}}',  # as the environment gives it
+    )
+    config = TwilioConfig.from_settings(section, PUBLIC + "/")
+    assert config is not None and config.auth_token == TOKEN and config.public_url == PUBLIC
+    assert config.api_base_url == "https://proxy.example/twilio"
+    assert config.templates == {"reminder": {"es": "HXes"}}
+    assert TwilioConfig.from_settings(TwilioSettings(account_sid=SID), PUBLIC) is None
 
 
 # --- media: only from Twilio's host, credentials only there, capped, images only ----------
@@ -563,7 +578,8 @@ async def test_twilios_own_media_urls_go_through_the_configured_api_base(
 
 
 def test_media_urls_are_fetched_from_the_api_base_host_by_default() -> None:
-    config = TwilioConfig.from_env({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN}, PUBLIC)
+    section = TwilioSettings(account_sid=SID, auth_token=TOKEN)
+    config = TwilioConfig.from_settings(section, PUBLIC)
     assert config is not None and config.api_base_url == "https://api.twilio.com"
 
 

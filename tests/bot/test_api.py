@@ -16,7 +16,7 @@ from consulta.bot.api import choice_labels
 from consulta.bot.runtime import Runtime
 from consulta.bot.server import build_app
 from consulta.flows.model import load_flow
-from consulta.storage.repository import Staff
+from consulta.storage.staff import Staff
 
 KINDS = Path(__file__).resolve().parents[1] / "fixtures" / "flows" / "kinds.yaml"
 

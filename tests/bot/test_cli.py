@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.settings import PG_ADMIN
+
 ROOT = Path(__file__).resolve().parents[2]
 CONSULTA = [sys.executable, "-m", "consulta"]
 
@@ -124,6 +126,102 @@ def test_a_bad_setting_is_a_clear_error(env: dict[str, str]) -> None:
     result = run(["serve"], {**env, "PORT": "eighty"})
     assert result.returncode == 2
     assert "PORT must be a whole number" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_on_postgresql_the_development_secret_key_is_refused(
+    env: dict[str, str], command: str
+) -> None:
+    postgres = {**env, "DATABASE_URL": PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://")}
+    for secret in ("", "consulta-dev-secret-change-me"):
+        result = run([command], {**postgres, "SECRET_KEY": secret, "PORT": str(_free_port())})
+        assert result.returncode == 2, result.stderr
+        assert "SECRET_KEY must be set to a long random value" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_on_sqlite_the_development_secret_key_is_fine(env: dict[str, str]) -> None:
+    assert run(["db", "upgrade"], env).returncode == 0
+    result = run(["staff", "list"], {**env, "SECRET_KEY": ""})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "--flow", "priorities", "--format", "csv"],
+        ["staff", "list"],
+        ["contacts", "show", "+5217744444444"],
+    ],
+)
+def test_admin_commands_do_not_migrate_and_say_so(
+    env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    result = run(args, env)
+    assert result.returncode == 1
+    assert "the database is not up to date: run `consulta db upgrade`" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert _tables(tmp_path / "cli.db") == set()
+    assert run(["db", "upgrade"], env).returncode == 0
+    assert run(["staff", "list"], env).returncode == 0
+
+
+def test_a_database_migrated_by_a_newer_consulta_is_named(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    assert run(["db", "upgrade"], env).returncode == 0
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    result = run(["staff", "list"], env)
+    assert result.returncode == 1
+    assert "migrated by a newer Consulta (revision 9999_from_the_future)" in result.stderr
+
+
+def test_the_worker_waits_for_migrations_instead_of_running_them(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    process = subprocess.Popen(
+        [*CONSULTA, "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    try:
+        said = ""
+        while "not up to date" not in said:
+            line = process.stdout.readline()
+            assert line, said  # the worker exited
+            said += line
+        assert "run `consulta db upgrade`" in said
+        assert _tables(tmp_path / "cli.db") == set()
+        assert run(["db", "upgrade"], env).returncode == 0
+        while "worker started" not in said:
+            line = process.stdout.readline()
+            assert line, said
+            said += line
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, said + output
+    assert "Traceback" not in said + output
+
+
+def test_telegram_commands_need_the_bot_first(env: dict[str, str]) -> None:
+    result = run(["telegram", "groups", "list"], env)
+    assert result.returncode == 2
+    assert "set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET first" in result.stderr
+
+
+def _tables(db: Path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 PRIORITIES_ANSWERS = [

@@ -46,17 +46,12 @@ async def rt(
     settings: Settings, doubles: tuple[TwilioDouble, TelegramDouble]
 ) -> AsyncIterator[Runtime]:
     twilio, telegram = doubles
-    env = {
-        "TWILIO_ACCOUNT_SID": tw.SID,
-        "TWILIO_AUTH_TOKEN": tw.TOKEN,
-        "TWILIO_WHATSAPP_FROM": tw.WA_FROM,
-        "TWILIO_SMS_FROM": tw.SMS_FROM,
-        "TWILIO_API_BASE_URL": twilio.url,
-        "TWILIO_WHATSAPP_RATE": "1000",
-        "TWILIO_SMS_RATE": "1000",
-        **tg.telegram_env(telegram),
-    }
-    async with sending_runtime(settings, env, tw.PUBLIC) as runtime:
+    async with sending_runtime(
+        settings,
+        twilio=tw.twilio_settings(twilio),
+        telegram=tg.telegram_settings(telegram),
+        public_url=tw.PUBLIC,
+    ) as runtime:
         yield runtime
 
 

@@ -14,7 +14,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from consulta.adapters.message import Inbound
 from consulta.bot.runtime import Runtime
-from consulta.storage.repository import Staff
+from consulta.storage.staff import Staff
 from tests.bot.browser import ARTIFACTS, chromium, served, sqlite_settings
 
 

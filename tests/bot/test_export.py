@@ -12,7 +12,7 @@ from openpyxl import load_workbook
 from consulta.adapters.message import Inbound, Place
 from consulta.bot.export import Export, Progress, neutralise, write_export
 from consulta.bot.runtime import Runtime
-from consulta.storage.repository import count_submissions
+from consulta.storage.exports import count_submissions
 
 ANA, BRUNO = "+5217711111111", "+5217722222222"
 FORMULA = '=HYPERLINK("http://example.com","clic")'

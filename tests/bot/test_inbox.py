@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,7 +35,7 @@ class Recorder:
 
 @pytest.fixture
 def test_settings(settings: Settings) -> Settings:
-    return replace(settings, flows_path=(FIXTURES,))
+    return settings.with_(flows_path=(FIXTURES,))
 
 
 async def open_runtime(settings: Settings) -> Runtime:

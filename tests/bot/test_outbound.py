@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,7 +45,7 @@ async def redis_up_for_a_while(rt: Runtime) -> None:
 
 async def open_runtime(settings: Settings) -> tuple[Runtime, Recorder]:
     runtime = await Runtime.create(
-        replace(settings, flows_path=(FIXTURES,)), migrate=settings.redis_url is None
+        settings.with_(flows_path=(FIXTURES,)), migrate=settings.redis_url is None
     )
     recorder = Recorder()
     runtime.outbox.register(CHANNEL, recorder)
@@ -94,7 +93,7 @@ async def test_when_recording_fails_the_recording_is_retried_not_the_send(
 ) -> None:
     runtime, recorder = rt
     message_id = await a_reply(runtime)
-    mark = runtime.store.mark_outbound
+    mark = runtime.store.replies.mark
     failures = iter([True, True, False])
 
     async def flaky(*args: object, **kwargs: object) -> None:
@@ -102,7 +101,7 @@ async def test_when_recording_fails_the_recording_is_retried_not_the_send(
             raise ConnectionRefusedError("the database went away")
         await mark(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runtime.store, "mark_outbound", flaky)
+    monkeypatch.setattr(runtime.store.replies, "mark", flaky)
     assert await runtime.outbox.deliver(message_id) == "sent"
     assert len(recorder.sent) == 1  # sent once, recorded on the third try
     assert (await statuses(runtime))[0][:2] == ("sent", "p1")
@@ -116,7 +115,7 @@ async def test_a_reply_waiting_out_a_backoff_is_not_taken_over(
     recorder.failures.append(SendError("flood control", retry_after=1.0))
     sending = asyncio.create_task(runtime.outbox.deliver(message_id))
     await asyncio.sleep(0.3)  # it is waiting out the provider's retry-after
-    assert await runtime.store.stale_outbound(timedelta(0)) == []  # not "stranded"
+    assert await runtime.store.replies.stale(timedelta(0)) == []  # not "stranded"
     assert await runtime.outbox.deliver(message_id) == "sending"  # and nobody else sends it
     assert await sending == "sent"
     assert len(recorder.sent) == 1
@@ -132,7 +131,7 @@ async def test_what_a_dead_process_was_sending_is_taken_over_and_sent_once(
         assert isinstance(dead.queue, RedisQueue)
         # The dead process had taken the item and claimed the reply, then was SIGKILLed.
         assert await dead.queue.get(wait=1) is not None
-        assert await dead.store.claim_outbound(message_id, 600, dead.queue.holder)
+        assert await dead.store.replies.claim(message_id, 600, dead.queue.holder)
         await dead.close()  # its presence is gone, as after a SIGKILL (within seconds)
         await redis_up_for_a_while(living)
         assert await living.outbox.deliver(message_id) == "sending"  # still claimed…
@@ -156,7 +155,7 @@ async def test_a_send_the_provider_accepted_is_recorded_not_repeated_after_a_cra
     living, recorder = await open_runtime(shared_settings)
     try:
         message_id = await a_reply(dead)
-        assert await dead.store.claim_outbound(message_id, 600, dead.queue.holder)
+        assert await dead.store.replies.claim(message_id, 600, dead.queue.holder)
         # Sent, noted — and the process died before the database heard of it.
         await dead.queue.note_sent(message_id, "SMalready")
         await dead.close()

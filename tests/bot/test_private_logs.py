@@ -9,12 +9,11 @@ import logging
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from consulta.bot.config import Settings
+from consulta.bot.config import Settings, TelegramSettings, TwilioSettings
 from consulta.bot.logs import QUIET, REDACTED, PrivateFormatter, configure_logging, secrets_of
 from consulta.bot.server import build_app
 from tests.adapters import test_telegram as tg
@@ -34,17 +33,6 @@ FORBIDDEN = {
     "the WhatsApp address": f"whatsapp:{PHONE}",
     "the chat id": str(tg.CHAT),
 }
-
-
-def _env(twilio: TwilioDouble, telegram: TelegramDouble) -> dict[str, str]:
-    return {
-        "TWILIO_ACCOUNT_SID": tw.SID,
-        "TWILIO_AUTH_TOKEN": tw.TOKEN,
-        "TWILIO_WHATSAPP_FROM": tw.WA_FROM,
-        "TWILIO_API_BASE_URL": twilio.url,
-        "TWILIO_WHATSAPP_RATE": "1000",
-        **tg.telegram_env(telegram),
-    }
 
 
 class Captured:
@@ -125,7 +113,7 @@ async def _both_conversations(
     settings: Settings, doubles: tuple[TwilioDouble, TelegramDouble], aiohttp_client: Any
 ) -> None:
     twilio, telegram = doubles
-    async with sending_runtime(settings, settings.env, tw.PUBLIC) as rt:
+    async with sending_runtime(settings) as rt:
         client = await aiohttp_client(build_app(rt))
         await _whatsapp_conversation(tw.Phone(client, rt, twilio))
         await _telegram_conversation(tg.Resident(client, rt, telegram))
@@ -138,7 +126,12 @@ def _leaks(text: str) -> list[str]:
 
 @pytest.fixture
 def app_settings(settings: Settings, doubles: tuple[TwilioDouble, TelegramDouble]) -> Settings:
-    return replace(settings, env=_env(*doubles), public_url=tw.PUBLIC)
+    twilio, telegram = doubles
+    return settings.with_(
+        twilio=tw.twilio_settings(twilio, sms_from=None),  # WhatsApp only
+        telegram=tg.telegram_settings(telegram),
+        public_url=tw.PUBLIC,
+    )
 
 
 async def test_a_whatsapp_and_a_telegram_conversation_leave_no_secret_in_the_logs(
@@ -165,7 +158,7 @@ async def test_a_library_turned_up_to_debug_still_shows_no_token(
     """The redaction holds where the quieting is undone: httpx logs every Bot API URL."""
     captured.start(app_settings)
     telegram = doubles[1]
-    async with sending_runtime(app_settings, app_settings.env, tw.PUBLIC) as rt:
+    async with sending_runtime(app_settings) as rt:
         logging.getLogger("httpx").setLevel(logging.DEBUG)  # after the channel quieted it
         client = await aiohttp_client(build_app(rt))
         await _telegram_conversation(tg.Resident(client, rt, telegram))
@@ -191,17 +184,12 @@ def test_the_formatter_redacts_secrets_from_messages_arguments_and_tracebacks() 
 
 
 def test_the_secrets_come_from_the_settings() -> None:
-    settings = Settings.from_env(
-        {
-            "TELEGRAM_BOT_TOKEN": "1:tok-secret-half",
-            "TWILIO_ACCOUNT_SID": "AC1",
-            "TWILIO_AUTH_TOKEN": "twilio-auth",
-            "TELEGRAM_WEBHOOK_SECRET": "hook-secret",
-            "SECRET_KEY": "the-secret-key",
-            "STAFF_TOKEN": "staff-token",
-            "DATABASE_URL": "postgresql+asyncpg://consulta:db-password@db/consulta",
-            "REDIS_URL": "redis://:redis-password@cache:6379/0",
-        }
+    settings = Settings(
+        secret_key="the-secret-key",
+        database_url="postgresql+asyncpg://consulta:db-password@db/consulta",
+        redis_url="redis://:redis-password@cache:6379/0",
+        twilio=TwilioSettings(account_sid="AC1", auth_token="twilio-auth"),
+        telegram=TelegramSettings(bot_token="1:tok-secret-half", webhook_secret="hook-secret"),
     )
     assert set(secrets_of(settings)) == {
         "1:tok-secret-half",
@@ -210,7 +198,6 @@ def test_the_secrets_come_from_the_settings() -> None:
         base64.b64encode(b"AC1:twilio-auth").decode(),
         "hook-secret",
         "the-secret-key",
-        "staff-token",
         "db-password",
         "redis-password",
     }

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -41,16 +40,6 @@ async def double() -> AsyncIterator[TwilioDouble]:
         await api.stop()
 
 
-def twilio_env(double: TwilioDouble) -> dict[str, str]:
-    return {
-        "TWILIO_ACCOUNT_SID": tw.SID,
-        "TWILIO_AUTH_TOKEN": tw.TOKEN,
-        "TWILIO_WHATSAPP_FROM": tw.WA_FROM,
-        "TWILIO_API_BASE_URL": double.url,
-        "TWILIO_WHATSAPP_RATE": "1000",
-    }
-
-
 @pytest.fixture
 async def database() -> AsyncIterator[TcpProxy]:
     """PostgreSQL behind a proxy the test can cut."""
@@ -62,10 +51,12 @@ async def database() -> AsyncIterator[TcpProxy]:
 async def rt(
     shared_settings: Settings, database: TcpProxy, double: TwilioDouble
 ) -> AsyncIterator[Runtime]:
-    settings = replace(
-        shared_settings, database_url=through(shared_settings.database_url, database.port)
-    )
-    async with sending_runtime(settings, twilio_env(double), tw.PUBLIC) as runtime:
+    async with sending_runtime(
+        shared_settings,
+        database_url=through(shared_settings.database_url, database.port),
+        twilio=tw.twilio_settings(double, sms_from=None),  # WhatsApp only
+        public_url=tw.PUBLIC,
+    ) as runtime:
         yield runtime
 
 

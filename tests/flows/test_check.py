@@ -155,6 +155,22 @@ def test_a_condition_on_a_value_that_is_not_a_choice(tmp_path: Path) -> None:
     ]
 
 
+def test_a_choice_question_without_choices(tmp_path: Path) -> None:
+    source = GOOD.replace(
+        "      - {key: a, es: A, en: A, fr: A}\n      - {key: b, es: B, en: B, fr: B}\n", ""
+    ).replace("    choices:\n", "")
+    source = source.replace("when: {answer: a}", "when: {profile: {gender: woman}}")
+    assert problems_of(tmp_path, source) == [
+        "flow.yaml:6: state 'ask': a single_choice question needs choices"
+    ]
+
+
+def test_a_scale_whose_max_is_not_above_its_min(tmp_path: Path) -> None:
+    source = GOOD.replace("    type: single_choice\n", "    type: scale\n    min: 5\n    max: 5\n")
+    source = source.replace("when: {answer: a}", "when: {at_least: 4}")
+    assert problems_of(tmp_path, source) == ["flow.yaml:9: state 'ask': max must be above min"]
+
+
 def test_no_default_transition(tmp_path: Path) -> None:
     source = GOOD.replace("      - goto: bye\n", "      - when: {answer: b}\n        goto: bye\n")
     assert problems_of(tmp_path, source) == [

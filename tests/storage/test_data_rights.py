@@ -8,9 +8,10 @@ from sqlalchemy import select
 
 from consulta.adapters.message import Inbound
 from consulta.bot.runtime import Runtime
+from consulta.storage.data_rights import DataRights
 from consulta.storage.media import MediaStore
 from consulta.storage.models import Contact, MessageLog, Submission
-from consulta.storage.repository import ContactInfo, DataRights
+from consulta.storage.records import ContactInfo
 
 PHONE = "+5217733333333"
 

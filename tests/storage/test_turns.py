@@ -26,7 +26,9 @@ async def count(rt: Runtime, column: object) -> int:
 
 async def test_one_batch_records_each_message_once(runtime: Runtime) -> None:
     store = runtime.store
-    (earlier,) = await record_many(store, store._lanes[0], [said("+521", "SM0", "hola")])
+    (earlier,) = await record_many(
+        store.statements, store.pseudonym, store._lanes[0], [said("+521", "SM0", "hola")]
+    )
     assert not isinstance(earlier, BaseException) and earlier.message_id
     batch = [
         said("+521", "SM1", "1"),
@@ -36,7 +38,7 @@ async def test_one_batch_records_each_message_once(runtime: Runtime) -> None:
         said("+521", "SM0", "hola"),  # a retry of a message recorded before
         said("+523", None, "hola"),  # a local channel: no provider id
     ]
-    results = await record_many(store, store._lanes[0], batch)
+    results = await record_many(store.statements, store.pseudonym, store._lanes[0], batch)
     assert not any(isinstance(r, BaseException) for r in results)
     one, two, three, retry, old, local = results  # type: ignore[misc]
     assert one.contact_id == three.contact_id == old.contact_id == earlier.contact_id
@@ -96,7 +98,7 @@ async def test_one_bad_turn_sinks_no_other(runtime: Runtime) -> None:
         turn(contacts[1], "s1", "F-0001", "b"),  # the same folio again: refused
         turn(contacts[2], "s2", "F-0002", "c"),
     ]
-    results = await write_turns(store, store._lanes[2], turns)
+    results = await write_turns(store.statements, store._lanes[2], turns)
     good, bad, other = results
     assert isinstance(bad, BaseException)
     assert not isinstance(good, BaseException) and not isinstance(other, BaseException)
