@@ -18,6 +18,7 @@ from consulta.adapters.message import Channel, Inbound
 from consulta.bot.channels import configured_channels
 from consulta.bot.config import Settings
 from consulta.bot.inbox import Inbox
+from consulta.bot.metrics import Metrics
 from consulta.bot.outage import Outage
 from consulta.bot.outbound import MemoryQueue, Outbox, RedisQueue, open_queue
 from consulta.bot.spool import Entry, Spool, SpoolFull
@@ -78,6 +79,7 @@ class Runtime:
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _passes: dict[int, bool] = field(default_factory=dict)  # contact → another pass wanted
     _handling: Outage = field(default_factory=lambda: Outage("handling messages"))
+    metrics: Metrics = field(default_factory=Metrics)  # what this process measures
 
     def __post_init__(self) -> None:
         self.groups = Groups(self.store)
