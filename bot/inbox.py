@@ -266,9 +266,9 @@ class Inbox:
         ids = tx.outbound_ids
         held.state = after.to_dict() if after.active else {}  # idle, and known to be
         if forget is not None:
-            # The confirmation must reach them before their address is gone.
-            for message_id_out in ids:
-                await self.outbox.deliver(message_id_out)
+            # The confirmation must reach them before their address is gone — after whatever
+            # was still on its way to them, since their replies keep their order.
+            await self.outbox.deliver_all(await self.store.replies.unsent(contact.id))
             await DataRights(self.store).forget(contact, answers=forget.answers, media=self.media)
             held.state = None
             log.info("contact %s forgotten at their request", contact.pid)

@@ -40,6 +40,7 @@ MAX_ATTEMPTS = 5
 BACKOFF = 0.5  # seconds; doubles with each attempt
 CLAIM_LEASE = 60.0  # seconds a sender holds a reply it is sending (unless it dies first)
 SENT_NOTE_TTL = 3600  # seconds the "provider accepted it" note outlives the send
+ORDER_PAUSE = 0.1  # seconds before a reply waiting for an earlier one is looked at again
 RECORD_PATIENCE = 900.0  # seconds to keep trying to record a send the provider accepted
 
 
@@ -175,7 +176,12 @@ class Outbox:
                 continue
             try:
                 for message_id in item.split(","):
-                    await self.deliver(int(message_id))
+                    if await self.deliver(int(message_id)) == "queued":
+                        # An earlier reply to this resident is still on its way: this one
+                        # waits its turn (the ones before it in the item are sent already).
+                        await asyncio.sleep(ORDER_PAUSE)
+                        await self.queue.put(item)
+                        break
                 store_down.over()
             except Exception as exc:
                 # The database is away (or a bug): the replies are still queued or claimed in
@@ -187,10 +193,20 @@ class Outbox:
                 with contextlib.suppress(Exception):
                     await self.queue.done(item)
 
+    async def deliver_all(self, message_ids: Sequence[int], patience: float = 10.0) -> None:
+        """Send these replies now, in order, here (not through the queue), waiting a little
+        for any that another sender has in hand."""
+        deadline = time.monotonic() + patience
+        for message_id in message_ids:
+            while await self.deliver(message_id) in ("queued", "sending"):
+                if time.monotonic() > deadline:
+                    return
+                await asyncio.sleep(ORDER_PAUSE)
+
     async def deliver(self, message_id: int) -> str:
         """Send one queued reply, once, retrying transient failures. Returns its status."""
         row = await self.store.replies.claim(message_id, CLAIM_LEASE, self.queue.holder)
-        if row is None:  # sent, failed, or another process is sending it
+        if row is None:  # sent, failed, another process is sending it, or it waits its turn
             current = await self.store.replies.get(message_id)
             return current.status if current else "missing"
         sender = self.senders.get(row.channel)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import aliased
 
 from consulta.storage.models import MessageLog, utcnow
 
@@ -58,11 +59,28 @@ class Replies:
             ).one_or_none()
         return _outbound(row) if row else None
 
+    async def unsent(self, contact_id: int) -> list[int]:
+        """A resident's replies still queued or being sent, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(MessageLog.id)
+                .where(
+                    MessageLog.contact_id == contact_id,
+                    MessageLog.direction == "out",
+                    MessageLog.status.in_(("queued", "sending")),
+                )
+                .order_by(MessageLog.id)
+            )
+            return list(rows.scalars())
+
     async def claim(self, message_id: int, lease: float, by: str = "local") -> OutboundRow | None:
         """Take a queued reply to send it (status "sending", `by` this process, for `lease`
-        seconds), so one process sends it, once. A claim whose lease ran out can be taken
-        again. None: it is sent, failed, or another process is sending it."""
+        seconds), so one process sends it, once, and only once every earlier reply to the same
+        resident is sent or has failed: their replies never overtake each other, even when
+        several turns' replies are sent side by side. A claim whose lease ran out can be taken
+        again. None: it is sent, failed, another process is sending it, or it waits its turn."""
         now = utcnow()
+        earlier = aliased(MessageLog)
         claim = (
             update(MessageLog)
             .where(
@@ -71,6 +89,12 @@ class Replies:
                 or_(
                     MessageLog.status == "queued",
                     and_(MessageLog.status == "sending", MessageLog.claimed_until < now),
+                ),
+                ~exists().where(
+                    earlier.contact_id == MessageLog.contact_id,
+                    earlier.direction == "out",
+                    earlier.status.in_(("queued", "sending")),
+                    earlier.id < MessageLog.id,
                 ),
             )
             .values(

@@ -167,3 +167,23 @@ async def test_a_send_the_provider_accepted_is_recorded_not_repeated_after_a_cra
         assert await living.queue.redis.exists(f"{keys.SENT}{message_id}")  # type: ignore[union-attr]
     finally:
         await living.close()
+
+
+async def test_a_residents_replies_never_overtake_each_other(
+    rt: tuple[Runtime, Recorder],
+) -> None:
+    """Two turns' replies sent side by side (after an outage, by several workers): the later
+    waits for the earlier, whichever sender takes it first."""
+    runtime, recorder = rt
+    first = await a_reply(runtime)
+    await runtime.inbox.handle(Inbound(CHANNEL, "+5215550001", text="sí"))
+    log = await runtime.store.conversation_log(CHANNEL, "+5215550001")
+    later = [i for i, direction, _, _ in log if direction == "out" and i > first]
+    assert later
+    assert await runtime.outbox.deliver(later[0]) == "queued"  # not before the first
+    assert recorder.sent == []
+    assert await runtime.outbox.deliver(first) == "sent"
+    assert await runtime.outbox.deliver(later[0]) == "sent"
+    assert [m.text for m in recorder.sent] == [
+        body for i, d, body, _ in log if d == "out" and i in (first, later[0])
+    ]
