@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: chat serve worker test lint typecheck format check-flows
+.PHONY: chat serve worker test lint typecheck format check-flows translations
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ check-flows: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Every message id the code uses (t()'s second argument, Invalid()'s first, N_()) into the
+# template, then merged into the es, en and fr catalogs: new ones arrive empty, for a
+# translator to fill (the tests fail until they are).
+translations: $(STAMP)  ## update locales/ from the code
+	$(BIN)/pybabel extract --no-default-keywords -k t:2 -k Invalid:1 -k N_ --no-location \
+	  --sort-output --project=Consulta --copyright-holder="The Consulta team" \
+	  --msgid-bugs-address=planning-team@consulta.example -o locales/consulta.pot \
+	  bot flows adapters storage
+	$(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete -i locales/consulta.pot \
+	  -d locales -D consulta
 
 typecheck: $(STAMP)  ## mypy over the consulta package
 	scripts/typecheck

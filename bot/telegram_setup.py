@@ -8,13 +8,23 @@ import re
 from telegram import BotCommand
 
 from consulta.adapters.telegram import ALLOWED_UPDATES, CHANNEL, COMMANDS, PATH, TelegramChannel
-from consulta.flows.i18n import LANGUAGES, t
+from consulta.flows.i18n import LANGUAGES, N_, t
 from consulta.flows.model import Flow
 from consulta.storage.groups import GroupInfo, Groups
 
 __all__ = ["StaffError", "invite", "post_poll", "register_group", "set_webhook"]
 
 MAX_POLL_OPTIONS = 10
+
+
+# The command menu's descriptions, one per command of the channel.
+MENU = {
+    "help": N_("command-help"),
+    "back": N_("command-back"),
+    "restart": N_("command-restart"),
+    "stop": N_("command-stop"),
+    "language": N_("command-language"),
+}
 
 
 async def set_webhook(channel: TelegramChannel, default_language: str) -> str:
@@ -25,7 +35,7 @@ async def set_webhook(channel: TelegramChannel, default_language: str) -> str:
         url=url, secret_token=channel.config.secret, allowed_updates=ALLOWED_UPDATES
     )
     for lang in (*LANGUAGES, None):  # None: everyone whose app speaks none of the three
-        commands = [BotCommand(c, t(lang or default_language, f"command-{c}")) for c in COMMANDS]
+        commands = [BotCommand(c, t(lang or default_language, MENU[c])) for c in COMMANDS]
         await bot.set_my_commands(commands, language_code=lang)
     return url
 

@@ -460,7 +460,10 @@ class Engine:
         turn.conv.pending = None
         if choice in ("keep", "all"):
             turn.effects.append(ForgetMe(answers=choice == "all"))
-            turn.reply(t(turn.lang, "forget-done-all" if choice == "all" else "forget-done"))
+            done = (
+                t(turn.lang, "forget-done-all") if choice == "all" else t(turn.lang, "forget-done")
+            )
+            turn.reply(done)
             turn.conv = Conversation()
             return
         turn.reply(t(turn.lang, "forget-cancelled"))  # anything else keeps everything as it was
@@ -624,7 +627,9 @@ class Engine:
         for text in texts:
             turn.reply(self._render(turn, flow, text))
         if not texts:
-            turn.reply(t(turn.lang, "consent-unclear" if unclear else "consent-declined"))
+            turn.reply(
+                t(turn.lang, "consent-unclear") if unclear else t(turn.lang, "consent-declined")
+            )
         if submission:
             turn.effects.append(DeclineSubmission(submission))
         turn.conv = Conversation()

@@ -1,7 +1,10 @@
 """System messages (help, re-prompts, command replies) in es, en and fr, from gettext catalogs.
 
 The catalogs in `locales/` are plain .po files, the format translators' tools open; they are
-read directly with Babel, so there is no compile step to forget.
+read directly with Babel, so there is no compile step to forget. `make translations` extracts
+every message id the code uses — the second argument of `t()`, the first of a re-prompt's
+`Invalid()`, and ids marked with `N_()` where they are chosen at run time — into the template,
+and merges it into the three catalogs.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from babel.messages.pofile import read_po
 
-__all__ = ["LANGUAGES", "LOCALES", "catalog", "message_ids", "t"]
+__all__ = ["LANGUAGES", "LOCALES", "N_", "catalog", "message_ids", "t"]
 
 LANGUAGES = ("es", "en", "fr")  # every resident-facing text is written in these
 LOCALES = Path(str(files("consulta.locales")))  # package data
@@ -38,6 +41,11 @@ def catalog(lang: str) -> dict[str, str]:
 def message_ids() -> list[str]:
     """The msgids of the template, `locales/consulta.pot`."""
     return list(_read(LOCALES / f"{DOMAIN}.pot"))
+
+
+def N_(msgid: str) -> str:
+    """Mark a message id chosen at run time, so that extraction finds it; returns it as is."""
+    return msgid
 
 
 def t(lang: str, msgid: str, **params: Any) -> str:

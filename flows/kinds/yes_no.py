@@ -95,4 +95,4 @@ class YesNo(Kind):
     def export_cell(self, state: State, value: Any, lang: str, codes: bool) -> Any:
         if codes:
             return "yes" if value else "no"
-        return t(lang, "yes" if value else "no")
+        return t(lang, "yes") if value else t(lang, "no")
