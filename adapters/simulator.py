@@ -38,7 +38,15 @@ def parse(body: Any) -> Inbound:
             raise BadRequest(f"{key} must be a string of at most 4096 characters")
     if not any(v is not None for v in fields.values()) and place is None:
         raise BadRequest("send text, payload, start or location")
-    return Inbound(CHANNEL, session, place=place, **fields)
+    return Inbound(
+        CHANNEL,
+        session,
+        text=fields["text"],
+        payload=fields["payload"],
+        start=fields["start"],
+        language=fields["language"],
+        place=place,
+    )
 
 
 class SimulatorSender:

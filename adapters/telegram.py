@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -314,18 +314,18 @@ def parse_update(update: Update) -> Inbound | None:
     message = update.message
     if message is None or message.chat.type != "private":
         return None  # edits, channel posts, member changes, groups: not for a survey
-    user = message.from_user
-    base = {
-        "channel": CHANNEL,
-        "address": str(message.chat.id),
-        "provider_id": provider_id,
-        "language_hint": _lang(user.language_code) if user else None,
-        "name": user.first_name if user else None,
-    }
+    sender = message.from_user
+    who = Inbound(
+        CHANNEL,
+        str(message.chat.id),
+        provider_id,
+        language_hint=_lang(sender.language_code) if sender else None,
+        name=sender.first_name if sender else None,
+    )
     text = message.text or message.caption
     parts = (text or "").split(maxsplit=1)  # nothing at all for a text of only spaces
     if parts and parts[0].split("@")[0] == "/start":
-        return Inbound(**base, start=parts[1].strip() if len(parts) > 1 else "")
+        return replace(who, start=parts[1].strip() if len(parts) > 1 else "")
     place = None
     if message.location is not None:
         place = Place(
@@ -336,7 +336,7 @@ def parse_update(update: Update) -> Inbound | None:
     attachments = _media(message)
     if not (text or place or attachments):
         return None  # a contact card, a dice…: nothing a survey can use
-    return Inbound(**base, text=text, place=place, attachments=attachments)
+    return replace(who, text=text, place=place, attachments=attachments)
 
 
 def _lang(code: str | None) -> str | None:

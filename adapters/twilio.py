@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
@@ -189,12 +189,12 @@ class _RebasedHttpClient(AsyncTwilioHttpClient):
         super().__init__(logger=quiet, timeout=15)
         self.base_url = base_url
 
-    async def request(  # type: ignore[override]
+    async def request(
         self,
         method: str,
         url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the library calls it so
@@ -204,21 +204,23 @@ class _RebasedHttpClient(AsyncTwilioHttpClient):
         if parts.hostname and parts.hostname.endswith(".twilio.com"):  # api., content., …
             url = self.base_url + urlunsplit(("", "", parts.path, parts.query, ""))
         headers = dict(headers or {})
-        body = (
-            {"json": data} if headers.get("Content-Type") == "application/json" else {"data": data}
-        )
+        as_json = headers.get("Content-Type") == "application/json"
         if auth is not None:  # the library's aiohttp.BasicAuth is deprecated in aiohttp 3.14
             headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
-        if self.session is None:
-            self.session = aiohttp.ClientSession()
-        async with self.session.request(
+        # The library's attribute, untyped there.
+        session = cast(aiohttp.ClientSession | None, getattr(self, "session", None))
+        if session is None:
+            session = aiohttp.ClientSession()
+            self.session = session
+        async with session.request(
             method.upper(),
             url,
             params=params,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout or 15),
             allow_redirects=allow_redirects,
-            **body,
+            json=data if as_json else None,
+            data=None if as_json else data,
         ) as response:
             return Response(response.status, await response.text(), response.headers)
 

@@ -25,7 +25,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = connect(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:  # storage.db.alembic_config always sets it
+        raise RuntimeError("no sqlalchemy.url in the Alembic configuration")
+    engine = connect(url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
