@@ -1,30 +1,43 @@
-"""The staff API (`/api/v1`), behind bearer tokens: flows, submissions, summaries, exports,
-and — for admins — residents' data-rights requests and exports with their contact details."""
+"""The staff API (`/api/v1`), a sub-application behind bearer tokens: flows, submissions,
+summaries, exports, and — for admins — residents' data-rights requests and exports with their
+contact details. `openapi.yaml` next to this file describes it; it is served, public, at
+`/api/v1/openapi.json`."""
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from datetime import UTC, datetime
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 from consulta.bot.export import FORMATS, PREVIEW_CHANNELS, Export, write_export
 from consulta.bot.runtime import Runtime
+from consulta.bot.web import (
+    RUNTIME,
+    error,
+    public,
+    require_admin,
+    staff_app,
+)
 from consulta.flows.i18n import LANGUAGES
 from consulta.flows.model import Flow
 from consulta.storage.data_rights import DataRights
 from consulta.storage.exports import stream_submissions
 from consulta.storage.reporting import summary
-from consulta.storage.staff import Staff
 
-__all__ = ["STAFF", "add_api", "authorised"]
+__all__ = ["PREFIX", "build_api", "choice_labels", "choice_questions", "openapi"]
 
 log = logging.getLogger(__name__)
 
-STAFF = web.AppKey("staff", Staff)
+PREFIX = "/api/v1"
 MAX_PAGE = 500
+MAX_OFFSET = 2**31 - 1  # past any flow's submissions, and inside every database's integers
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "jsonl": "application/x-ndjson",
@@ -33,39 +46,48 @@ CONTENT_TYPES = {
 }
 
 
-def _error(status: type[web.HTTPException], reason: str, **headers: str) -> web.HTTPException:
-    return status(
-        text=f'{{"error": "{reason}"}}', content_type="application/json", headers=headers or None
-    )
-
-
-async def authorised(request: web.Request, role: str = "analyst") -> tuple[str, str]:
-    """The staff member behind the request's bearer token; 401 or 403 otherwise."""
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    who = await request.app[STAFF].authenticate(token)
-    if who is None:
-        raise _error(
-            web.HTTPUnauthorized,
-            "a valid staff token is required",
-            **{"WWW-Authenticate": "Bearer"},
-        )
-    if role == "admin" and who[1] != "admin":
-        raise _error(web.HTTPForbidden, "this needs an admin token")
-    return who
+@cache
+def openapi() -> dict[str, Any]:
+    """The API's OpenAPI description (package data, read once)."""
+    text = (files("consulta.bot") / "openapi.yaml").read_text(encoding="utf-8")
+    spec: dict[str, Any] = yaml.safe_load(text)
+    return spec
 
 
 def _runtime(request: web.Request) -> Runtime:
-    from consulta.bot.server import RUNTIME
-
-    return request.app[RUNTIME]
+    return request.config_dict[RUNTIME]
 
 
 def _flow(request: web.Request) -> Flow:
     flow = _runtime(request).flows.get(request.match_info["flow"])
     if flow is None:
-        raise _error(web.HTTPNotFound, "no such flow")
+        raise error(web.HTTPNotFound, "no such flow")
     return flow
+
+
+def _text(request: web.Request, name: str) -> str | None:
+    """A free-text query parameter; no database column takes a NUL character."""
+    value = request.query.get(name) or None
+    if value is not None and "\x00" in value:
+        raise error(web.HTTPBadRequest, f"{name} must not contain a NUL character")
+    return value
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "0")
+    if value not in ("0", "1"):
+        raise error(web.HTTPBadRequest, f"{name} must be 0 or 1")
+    return value == "1"
+
+
+def _whole(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(request.query.get(name, str(default)))
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise error(web.HTTPBadRequest, f"{name} must be a whole number from {low} to {high}")
+    return value
 
 
 def _date(request: web.Request, name: str) -> datetime | None:
@@ -75,25 +97,28 @@ def _date(request: web.Request, name: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
-        raise _error(web.HTTPBadRequest, f"{name} must be a date (YYYY-MM-DD)") from None
+        raise error(web.HTTPBadRequest, f"{name} must be a date (YYYY-MM-DD)") from None
+    return _utc(value)
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back times without their offset; they are UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _lang(request: web.Request) -> str:
     lang = request.query.get("lang", _runtime(request).settings.default_language)
     if lang not in LANGUAGES:
-        raise _error(web.HTTPBadRequest, "lang must be es, en or fr")
+        raise error(web.HTTPBadRequest, "lang must be es, en or fr")
     return lang
 
 
-async def _reader(request: web.Request) -> str | None:
-    """Authorise a request for submissions. With `contacts=1` it needs an admin token (403
-    otherwise) and the admin's name is returned; without, any staff token will do."""
-    if request.query.get("contacts") != "1":
-        await authorised(request)
+def _contact_details(request: web.Request) -> str | None:
+    """With `contacts=1`, the admin asking for residents' details (403 for an analyst);
+    without, None: any staff token reads pseudonymous data."""
+    if not _flag(request, "contacts"):
         return None
-    name, _ = await authorised(request, "admin")
-    return name
+    return require_admin(request).name
 
 
 def _log_contact_details(what: str, flow: Flow, admin: str) -> None:
@@ -103,21 +128,25 @@ def _log_contact_details(what: str, flow: Flow, admin: str) -> None:
 def _export(request: web.Request, flow: Flow, *, contacts: bool = False) -> Export:
     status = request.query.get("status", "complete")
     if status not in ("complete", "partial", "all"):
-        raise _error(web.HTTPBadRequest, "status must be complete, partial or all")
+        raise error(web.HTTPBadRequest, "status must be complete, partial or all")
     return Export(
         flow,
         language=_lang(request),
-        codes=request.query.get("codes") == "1",
+        codes=_flag(request, "codes"),
         since=_date(request, "since"),
         until=_date(request, "until"),
-        territory=request.query.get("territory") or None,
+        territory=_text(request, "territory"),
         status=status,
         contacts=contacts,
     )
 
 
+@public
+async def description(request: web.Request) -> web.Response:
+    return web.json_response(openapi())
+
+
 async def flows(request: web.Request) -> web.Response:
-    await authorised(request)
     return web.json_response(
         [
             {
@@ -146,7 +175,6 @@ def choice_labels(flow: Flow, lang: str) -> dict[str, dict[str, str]]:
 
 
 async def flow_summary(request: web.Request) -> web.Response:
-    await authorised(request)
     flow = _flow(request)
     lang = _lang(request)
     figures = await summary(_runtime(request).store, flow.id, choice_questions(flow))
@@ -160,14 +188,11 @@ async def flow_summary(request: web.Request) -> web.Response:
 
 
 async def submissions(request: web.Request) -> web.Response:
-    admin = await _reader(request)
+    admin = _contact_details(request)
     flow = _flow(request)
     export = _export(request, flow, contacts=admin is not None)
-    try:
-        limit = min(int(request.query.get("limit", "100")), MAX_PAGE)
-        offset = max(int(request.query.get("offset", "0")), 0)
-    except ValueError:
-        raise _error(web.HTTPBadRequest, "limit and offset must be whole numbers") from None
+    limit = min(_whole(request, "limit", 100, 1, MAX_OFFSET), MAX_PAGE)  # at most a page
+    offset = _whole(request, "offset", 0, 0, MAX_OFFSET)
     if admin is not None:
         _log_contact_details("submissions page", flow, admin)
     page: list[dict[str, Any]] = []
@@ -194,20 +219,20 @@ async def submissions(request: web.Request) -> web.Response:
                 "language": row.language,
                 "territory": row.territory,
                 "folio": row.folio,
-                "started_at": row.started_at.isoformat(),
+                "started_at": _utc(row.started_at).isoformat(),
                 "answers": {q: v for q, (v, _, _) in row.answers.items()},
             }
         )
     following = offset + limit if len(page) == limit else None
-    return web.json_response({"submissions": page, "next_offset": following})
+    return web.json_response({"submissions": page, "next_offset": following}, dumps=_dumps)
 
 
 async def export_file(request: web.Request) -> web.StreamResponse:
-    admin = await _reader(request)
+    admin = _contact_details(request)
     flow = _flow(request)
     fmt = request.match_info["format"]
     if fmt not in FORMATS:
-        raise _error(web.HTTPNotFound, "format must be csv, xlsx, jsonl or geojson")
+        raise error(web.HTTPNotFound, "format must be csv, xlsx, jsonl or geojson")
     export = _export(request, flow, contacts=admin is not None)
     if admin is not None:
         _log_contact_details(f"{fmt} export", flow, admin)
@@ -229,29 +254,35 @@ async def export_file(request: web.Request) -> web.StreamResponse:
 
 
 async def contact(request: web.Request) -> web.Response:
-    await authorised(request, "admin")
+    require_admin(request)
+    address = request.match_info["address"]
+    if "\x00" in address:
+        raise error(web.HTTPBadRequest, "address must not contain a NUL character")
     rights = DataRights(_runtime(request).store)
-    found = await rights.contacts(request.match_info["address"], request.query.get("channel"))
+    found = await rights.contacts(address, _text(request, "channel"))
     if not found:
-        raise _error(web.HTTPNotFound, "nothing is held about this address")
+        raise error(web.HTTPNotFound, "nothing is held about this address")
     if request.method == "DELETE":
+        answers = _flag(request, "answers")
         for c in found:
-            await _runtime(request).forget(c, answers=request.query.get("answers") == "1")
+            await _runtime(request).forget(c, answers=answers)
         return web.json_response({"forgotten": len(found)})
     return web.json_response([await rights.describe(c) for c in found], dumps=_dumps)
 
 
 def _dumps(value: Any) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def add_api(app: web.Application, runtime: Runtime) -> None:
-    app[STAFF] = Staff(runtime.store)
-    app.router.add_get("/api/v1/flows", flows)
-    app.router.add_get("/api/v1/flows/{flow}/summary", flow_summary)
-    app.router.add_get("/api/v1/flows/{flow}/submissions", submissions)
-    app.router.add_get("/api/v1/flows/{flow}/export.{format}", export_file)
-    app.router.add_get("/api/v1/contacts/{address}", contact)
-    app.router.add_delete("/api/v1/contacts/{address}", contact)
+def build_api(runtime: Runtime) -> web.Application:
+    """The `/api/v1` sub-application: JSON errors, then a staff token for every route but its
+    description."""
+    api = staff_app(runtime)
+    api.router.add_get("/openapi.json", description)
+    api.router.add_get("/flows", flows)
+    api.router.add_get("/flows/{flow}/summary", flow_summary)
+    api.router.add_get("/flows/{flow}/submissions", submissions)
+    api.router.add_get("/flows/{flow}/export.{format}", export_file)
+    api.router.add_get("/contacts/{address}", contact)
+    api.router.add_delete("/contacts/{address}", contact)
+    return api

@@ -1,97 +1,72 @@
-"""The web process (`consulta serve`): health, metrics, and the flow simulator for staff.
+"""The web process (`consulta serve`): one root application with health, metrics, the channels'
+webhooks and the staff pages, and two sub-applications behind staff tokens — the staff API
+(`/api/v1`, in `api`) and the simulator's API (`/simulator/api`, here).
 
-Channel webhooks register their routes here through `ROUTES` hooks; the process keeps no state
-of its own, so several of them can run side by side on one Redis and one PostgreSQL.
+The process keeps no state of its own, so several of them can run side by side on one Redis and
+one PostgreSQL.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import logging
 from importlib.resources import files
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from consulta.adapters import simulator
-from consulta.bot.runtime import Runtime, Unavailable
-from consulta.storage.errors import is_unavailable
+from consulta.bot.api import PREFIX as API_PREFIX
+from consulta.bot.api import build_api
+from consulta.bot.metrics import CONTENT_TYPE
+from consulta.bot.runtime import Runtime
+from consulta.bot.web import (
+    RUNTIME,
+    error,
+    route_name,
+    staff_app,
+    unavailable,
+)
 
-__all__ = ["METRICS", "RUNTIME", "build_app"]
+__all__ = ["MAX_BODY", "SIMULATOR_PREFIX", "build_app", "build_simulator_api"]
 
-log = logging.getLogger(__name__)
-
-RUNTIME = web.AppKey("runtime", Runtime)
-METRICS = web.AppKey("metrics", dict)
 PAGES = Path(str(files("consulta.bot") / "pages"))  # package data
 MAX_BODY = 256 * 1024  # webhooks are small; anything larger is refused with 413
-
-
-def _metrics() -> tuple[CollectorRegistry, dict[str, Counter]]:
-    registry = CollectorRegistry()
-    counters = {
-        "inbound": Counter(
-            "consulta_inbound_messages",
-            "Messages recorded from residents",
-            ["channel"],
-            registry=registry,
-        ),
-        "duplicates": Counter(
-            "consulta_inbound_duplicates",
-            "Provider retries ignored",
-            ["channel"],
-            registry=registry,
-        ),
-        "rejected": Counter(
-            "consulta_rejected_requests",
-            "Requests refused with a 4xx",
-            ["route"],
-            registry=registry,
-        ),
-    }
-    return registry, counters
+SIMULATOR_PREFIX = "/simulator/api"
+MAX_ID = 2**53  # message ids are far below; anything larger is no message id
 
 
 @web.middleware
-async def unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A dependency that is away answers 503 (with Retry-After), never a 500 and a traceback:
-    the webhook's sender may retry, and the log says what is away, once per outage."""
+async def rejections(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts every request refused with a 4xx, by the route it matched (never its path: a
+    path may hold a resident's address)."""
     try:
-        return await handler(request)
-    except web.HTTPException:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if 400 <= exc.status < 500:
+            _rejected(request)
         raise
-    except Unavailable as exc:
-        log.error("refused %s: %s", request.path, exc)
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        log.warning("%s: a dependency is unavailable (%s)", request.path, type(exc).__name__)
-    return web.json_response(
-        {"error": "temporarily unavailable"}, status=503, headers={"Retry-After": "5"}
-    )
+    if 400 <= response.status < 500:
+        _rejected(request)
+    return response
+
+
+def _rejected(request: web.Request) -> None:
+    request.config_dict[RUNTIME].metrics.rejected.labels(route_name(request)).inc()
 
 
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[unavailable])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[rejections, unavailable])
     app[RUNTIME] = runtime
-    registry, counters = _metrics()
-    app[METRICS] = {"registry": registry, **counters}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/simulator", simulator_page)
     app.router.add_get("/dashboard", dashboard_page)
-    app.router.add_get("/simulator/api/flows", simulator_flows)
-    app.router.add_post("/simulator/api/send", simulator_send)
-    app.router.add_get("/simulator/api/messages", simulator_messages)
     for channel in runtime.channels:
         app.router.add_routes(channel.routes(runtime))
-    from consulta.bot.api import add_api
-
-    add_api(app, runtime)
+    app.add_subapp(API_PREFIX, build_api(runtime))
+    app.add_subapp(SIMULATOR_PREFIX, build_simulator_api(runtime))
     app.on_startup.append(_settle_memory)
     return app
 
@@ -105,11 +80,6 @@ async def _settle_memory(_app: web.Application) -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def bad_request(request: web.Request, reason: str, status: int = 400) -> web.Response:
-    request.app[METRICS]["rejected"].labels(request.path).inc()
-    return web.json_response({"error": reason}, status=status)
-
-
 async def healthz(request: web.Request) -> web.Response:
     checks = await request.app[RUNTIME].health()
     healthy = all(v == "ok" for v in checks.values())
@@ -119,14 +89,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS]["registry"])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-# --- simulator -----------------------------------------------------------------------------
+    body = request.app[RUNTIME].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def simulator_page(request: web.Request) -> web.FileResponse:
+    """The page is public; it asks for a staff token, and its API needs one."""
     return web.FileResponse(PAGES / "simulator.html")
 
 
@@ -135,8 +103,20 @@ async def dashboard_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(PAGES / "dashboard.html")
 
 
+# --- the simulator's API (/simulator/api) --------------------------------------------------
+
+
+def build_simulator_api(runtime: Runtime) -> web.Application:
+    """The simulator's API: any staff token previews flows; errors are JSON."""
+    api = staff_app(runtime)
+    api.router.add_get("/flows", simulator_flows)
+    api.router.add_post("/send", simulator_send)
+    api.router.add_get("/messages", simulator_messages)
+    return api
+
+
 async def simulator_flows(request: web.Request) -> web.Response:
-    flows = request.app[RUNTIME].flows
+    flows = request.config_dict[RUNTIME].flows
     return web.json_response(
         [
             {
@@ -155,27 +135,32 @@ async def simulator_send(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return bad_request(request, "the body must be JSON")
+        raise error(web.HTTPBadRequest, "the body must be JSON") from None
     try:
         inbound = simulator.parse(body)
     except simulator.BadRequest as exc:
-        return bad_request(request, str(exc))
-    runtime = request.app[RUNTIME]
-    request.app[METRICS]["inbound"].labels(simulator.CHANNEL).inc()
-    await runtime.inbox.handle(inbound)  # inline: the page shows the reply right away
-    after = body.get("after") if isinstance(body.get("after"), int) else 0
+        raise error(web.HTTPBadRequest, str(exc)) from None
+    runtime = request.config_dict[RUNTIME]
+    received = await runtime.inbox.handle(inbound)  # inline: the page shows the reply right away
+    outcome = "duplicate" if received.duplicate else "recorded"
+    runtime.metrics.inbound.labels(simulator.CHANNEL, outcome).inc()
+    after = body.get("after")
+    after = after if isinstance(after, int) and abs(after) <= MAX_ID else 0
     return web.json_response({"messages": await _log(runtime, inbound.address, after)})
 
 
 async def simulator_messages(request: web.Request) -> web.Response:
     session = request.query.get("session", "")
     if not session.isalnum() or not 8 <= len(session) <= 64:
-        return bad_request(request, "session must be 8 to 64 letters or digits")
+        raise error(web.HTTPBadRequest, "session must be 8 to 64 letters or digits")
     try:
         after = int(request.query.get("after", "0"))
     except ValueError:
-        return bad_request(request, "after must be a whole number")
-    return web.json_response({"messages": await _log(request.app[RUNTIME], session, after)})
+        after = MAX_ID + 1
+    if abs(after) > MAX_ID:
+        raise error(web.HTTPBadRequest, "after must be a whole number")
+    runtime = request.config_dict[RUNTIME]
+    return web.json_response({"messages": await _log(runtime, session, after)})
 
 
 async def _log(runtime: Runtime, session: str, after: int) -> list[dict[str, object]]:
