@@ -16,6 +16,8 @@ from consulta.bot.config import ConfigError, Settings
 from consulta.bot.logs import PrivateFormatter, configure_logging, secrets_of
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from consulta.bot.runtime import Runtime
 
 __all__ = ["PrivateFormatter", "Refusal", "main", "open_runtime"]  # PrivateFormatter: in bot.logs
@@ -127,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"consulta: {exc}", file=sys.stderr)
         return 2
     configure_logging(
-        logging.WARNING if args.command == "chat" else logging.INFO, secrets_of(settings)
+        logging.WARNING if args.command == "chat" else logging.INFO,
+        secrets_of(settings),
+        log_format=settings.log_format,
     )
     try:
         return _run(settings, args)
@@ -325,9 +329,55 @@ async def _worker(settings: Settings, _args: argparse.Namespace) -> int:
         stop = _stop_on_signals()
         if not settings.redis_url:
             log.warning("REDIS_URL is not set: this worker only sweeps its own in-process queue")
+        probes = await _serve_probes(runtime, settings.metrics_port)
         log.info("worker started")
-        await runtime.run_background(stop)
+        try:
+            await runtime.run_background(stop)
+        finally:
+            if probes is not None:
+                await probes.cleanup()
     return 0
+
+
+async def _serve_probes(runtime: Runtime, port: int) -> web.AppRunner | None:
+    """The worker's `GET /metrics` and `GET /healthz` on `port` (METRICS_PORT; 0: none). A
+    port it cannot listen on (a second worker on this machine took it) leaves the worker
+    working, unscraped, and says so."""
+    from aiohttp import web
+
+    from consulta.bot.metrics import CONTENT_TYPE
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = runtime.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(_request: web.Request) -> web.Response:
+        checks = await runtime.health()
+        healthy = all(v == "ok" for v in checks.values())
+        return web.json_response(
+            {"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503
+        )
+
+    if not port:
+        return None
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        log.warning(
+            "metrics not served: cannot listen on port %s (%s); give each worker on a machine "
+            "its own METRICS_PORT, or 0",
+            port,
+            exc.strerror,
+        )
+        return None
+    log.info("metrics and health on port %s", port)
+    return runner
 
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:

@@ -124,6 +124,12 @@ def _port(value: int) -> int:
     return value
 
 
+def _port_or_off(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port number from 1 to 65535, or 0 for none, not {value}")
+    return value
+
+
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -224,6 +230,9 @@ class Settings(Section):
     TWILIO_ACCOUNT_SID). Build it with `from_env()`; `with_()` makes a variant."""
 
     port: Annotated[int, AfterValidator(_port)] = 8080
+    # The worker's own /metrics and /healthz; 0: none. Apart from PORT's 8080 (and 8081, a
+    # local Bot API server's), so that `serve` and a worker on one machine don't collide.
+    metrics_port: Annotated[int, AfterValidator(_port_or_off)] = 9464
     database_url: Annotated[str, AfterValidator(_database_url)] = DEFAULT_URL
     redis_url: Annotated[str, AfterValidator(_redis_url)] | None = None
     public_url: str = Field("", validate_default=True)  # default: http://localhost:$PORT

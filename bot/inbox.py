@@ -7,10 +7,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from consulta.adapters.message import Attachment, Button, Channel, Inbound, Outbound
-from consulta.bot.outbound import Outbox
+from consulta.bot.metrics import Metrics
+from consulta.bot.outbound import INBOUND_AT, Outbox
 from consulta.flows.engine import (
     CompleteSubmission,
     Conversation,
@@ -132,10 +133,12 @@ class Inbox:
         outbox: Outbox,
         clock: Callable[[], datetime] = utcnow,
         media: MediaStore | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store, self.states, self.engine, self.outbox = store, states, engine, outbox
         self.clock = clock
         self.media = media
+        self.metrics = metrics if metrics is not None else outbox.metrics
         self.channels: dict[str, Channel] = {}
 
     async def receive(self, inbound: Inbound) -> Received:
@@ -197,7 +200,11 @@ class Inbox:
         kept: list[Effect] = []
         for effect in effects:
             value = effect.value if isinstance(effect, SaveAnswer) else None
-            if isinstance(value, dict) and isinstance(value.get("media"), str):
+            if (
+                isinstance(effect, SaveAnswer)
+                and isinstance(value, dict)
+                and isinstance(value.get("media"), str)
+            ):
                 ref, content_type = value["media"], str(value.get("content_type") or "")
                 if not self.media.holds(ref):
                     try:
@@ -217,6 +224,9 @@ class Inbox:
         """Run one message through the engine and write all it changed. False: the resident
         had themselves forgotten, so nothing of theirs is left to handle."""
         contact, contact_id = view.contact, view.contact.id
+        turns = self.metrics.turns
+        # Carried by the turn's first reply, for the sender to measure the reply's latency.
+        inbound_at = _posix(view.received_at)
         data = held.state
         if data is None:  # this process restarted, or Redis was flushed: the durable copy
             data = await self.store.open_cursor(contact_id)
@@ -232,11 +242,12 @@ class Inbox:
         except Exception:
             # A bug must not wedge this resident's inbox: log (no address), apologise, move on.
             log.exception("engine failed on message %s of contact %s", message_id, contact.pid)
-            language = contact.language or self.engine.default_language
-            sorry = Prompt(t(language, "not-understood"))
+            known = contact.language or self.engine.default_language
+            sorry = Prompt(t(known, "not-understood"))
             async with self.store.changes(contact) as tx:
                 tx.mark_processed(message_id)
-                self._queue(tx, contact, sorry, language)
+                self._queue(tx, contact, sorry, known, inbound_at)
+            turns.labels("failed").inc()
             await self._send_soon(contact, tx.outbound_ids)
             return True
         after = outcome.conversation
@@ -262,7 +273,9 @@ class Inbox:
                 tx.save_cursor(after.submission, after.to_dict())
             tx.mark_processed(message_id)
             for prompt in replies:
-                self._queue(tx, contact, prompt, language)
+                self._queue(tx, contact, prompt, language, inbound_at)
+                inbound_at = None  # the first reply only
+        turns.labels("handled").inc()
         ids = tx.outbound_ids
         held.state = after.to_dict() if after.active else {}  # idle, and known to be
         if forget is not None:
@@ -300,6 +313,22 @@ class Inbox:
         )
 
     @staticmethod
-    def _queue(tx: Changes, contact: ContactInfo, prompt: Prompt, language: str | None) -> None:
+    def _queue(
+        tx: Changes,
+        contact: ContactInfo,
+        prompt: Prompt,
+        language: str | None,
+        inbound_at: float | None = None,
+    ) -> None:
         outbound = to_outbound(contact, prompt, language)
-        tx.queue_outbound(contact.channel, outbound.text, outbound.to_dict())
+        payload = outbound.to_dict()
+        if inbound_at is not None:
+            payload[INBOUND_AT] = inbound_at
+        tx.queue_outbound(contact.channel, outbound.text, payload)
+
+
+def _posix(moment: datetime | None) -> float | None:
+    """POSIX time of a database timestamp (SQLite's come back naive, in UTC)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

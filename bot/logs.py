@@ -1,5 +1,6 @@
 """The processes' log lines: one handler whose formatter keeps secrets (tokens, keys) and the row
-values a database error quotes out of every line, tracebacks included."""
+values a database error quotes out of every line, tracebacks included — as text, or as one JSON
+object a line (`LOG_FORMAT=json`) for a log collector."""
 
 from __future__ import annotations
 
@@ -7,14 +8,23 @@ import base64
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from datetime import datetime
+from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
+from pythonjsonlogger.json import JsonFormatter
 
 from consulta.bot.config import Settings
 
-__all__ = ["QUIET", "REDACTED", "PrivateFormatter", "configure_logging", "secrets_of"]
+__all__ = [
+    "QUIET",
+    "REDACTED",
+    "PrivateFormatter",
+    "PrivateJsonFormatter",
+    "configure_logging",
+    "secrets_of",
+]
 
 REDACTED = "[redacted]"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -29,6 +39,13 @@ QUIET = {
     "httpcore": logging.INFO,
     "telegram.Bot": logging.INFO,
     "twilio.http_client": logging.WARNING,
+}
+# The JSON lines' names for the record's attributes.
+JSON_FIELDS = {
+    "levelname": "level",
+    "name": "logger",
+    "exc_info": "exception",
+    "stack_info": "stack",
 }
 # Shorter values would blank ordinary words and numbers of unrelated lines.
 MIN_SECRET_LENGTH = 4
@@ -73,6 +90,47 @@ class PrivateFormatter(logging.Formatter):
         """`text` with every configured secret replaced."""
         return self._secrets.sub(REDACTED, text) if self._secrets else text
 
+    def private(self, text: str) -> str:
+        """`text` without the row values of a database error, nor any secret."""
+        return self.redact(self.DETAIL.sub(r"\1…)=(…)", text))
+
+
+class PrivateJsonFormatter(JsonFormatter):
+    """One JSON object a line — `time` (ISO 8601, UTC), `level`, `logger`, `message`, and
+    `exception` (its traceback) when there is one — kept private as `PrivateFormatter` keeps
+    the text lines: every value of the object, an `extra` one too, goes through the same
+    redaction before it is encoded.
+
+    Args:
+        secrets: values replaced by "[redacted]" wherever they appear.
+    """
+
+    def __init__(self, *, secrets: Iterable[str] = ()) -> None:
+        super().__init__(
+            "{levelname}{name}{message}", style="{", timestamp="time", rename_fields=JSON_FIELDS
+        )
+        self._private = PrivateFormatter(secrets=secrets)
+
+    def formatException(self, ei: Any) -> str:
+        return self._private.formatException(ei)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        time = log_data.pop("time", None)  # first, as in the text lines
+        return {"time": self._clean(time), **{k: self._clean(v) for k, v in log_data.items()}}
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._private.private(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, dict):
+            return {str(k): self._clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._clean(v) for v in value]
+        return self._private.private(str(value))  # as the encoder would show it, redacted
+
 
 def secrets_of(settings: Settings) -> list[str]:
     """The configured values no log line may show: every secret setting (a `SecretStr`, in
@@ -105,17 +163,27 @@ def _secrets_in(model: BaseModel) -> Iterator[SecretStr]:
 
 
 def configure_logging(
-    level: int, secrets: Iterable[str], stream: TextIO | None = None
+    level: int,
+    secrets: Iterable[str],
+    stream: TextIO | None = None,
+    *,
+    log_format: Literal["text", "json"] = "text",
 ) -> logging.Handler:
-    """Send every log record to `stream` (standard error) through a `PrivateFormatter` that
-    redacts `secrets`, with the root logger at `level`. The libraries that log values of
-    residents' messages below WARNING are held at `QUIET` even when `level` is lower.
+    """Send every log record to `stream` (standard error) through a `PrivateFormatter` (or,
+    with `log_format` "json", a `PrivateJsonFormatter`) that redacts `secrets`, with the root
+    logger at `level`. The libraries that log values of residents' messages below WARNING are
+    held at `QUIET` even when `level` is lower.
 
     Returns:
         the handler installed on the root logger.
     """
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(PrivateFormatter(FORMAT, secrets=secrets))
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = PrivateJsonFormatter(secrets=secrets)
+    else:
+        formatter = PrivateFormatter(FORMAT, secrets=secrets)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)

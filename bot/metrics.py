@@ -13,6 +13,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -26,6 +27,10 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # From a fast reply (tens of ms) to one that waited out an outage (a minute).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# No `…_created` series beside every counter and histogram: twice the series, and what they
+# say (when this process started counting) is `process_start_time_seconds`.
+disable_created_metrics()
 
 
 class Metrics:
@@ -69,7 +74,7 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "consulta_outbound_queue_depth",
-            "Items waiting in the outbound queue (as last looked at)",
+            "Items waiting in the outbound queue, each one turn's replies (as last looked at)",
             registry=registry,
         )
         self.reply_latency = Histogram(
@@ -87,6 +92,15 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+
+        self._batches: dict[str, Histogram] = {}  # the batch-size histogram of each batcher
+
+    def observe_batch(self, batcher: str, size: int) -> None:
+        """A batcher's observer (`storage.batch.BatchObserver`): one batch of `size` items."""
+        child = self._batches.get(batcher)
+        if child is None:
+            child = self._batches[batcher] = self.batch_size.labels(batcher)
+        child.observe(size)
 
     def exposition(self) -> bytes:
         """The text format, for a `/metrics` response with `CONTENT_TYPE`."""

@@ -11,6 +11,9 @@ database before it is sent (one sender, once), and once the provider accepts it 
 is noted in Redis before it is recorded in the database: when recording fails, it is the
 recording that is retried, never the send — and a process that dies in between leaves the
 outcome for the next claimant to record.
+
+A turn's first reply carries, under `INBOUND_AT`, when the message it answers was recorded: the
+sender that sees the provider accept it measures the reply latency from that, with no lookup.
 """
 
 from __future__ import annotations
@@ -20,19 +23,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
 
 from consulta.adapters.message import Outbound, SendError, Sent
+from consulta.bot.metrics import Metrics
 from consulta.bot.outage import Outage
 from consulta.storage import keys
-from consulta.storage.batch import Batcher
-from consulta.storage.presence import Presence
+from consulta.storage.batch import Batcher, BatchObserver
+from consulta.storage.presence import Presence, dead_here, process_id
 from consulta.storage.state import redis_client
 from consulta.storage.store import Store
 
-__all__ = ["MemoryQueue", "Outbox", "RedisQueue", "Sender", "open_queue"]
+__all__ = ["INBOUND_AT", "MemoryQueue", "Outbox", "RedisQueue", "Sender", "open_queue"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ CLAIM_LEASE = 60.0  # seconds a sender holds a reply it is sending (unless it di
 SENT_NOTE_TTL = 3600  # seconds the "provider accepted it" note outlives the send
 ORDER_PAUSE = 0.1  # seconds before a reply waiting for an earlier one is looked at again
 RECORD_PATIENCE = 900.0  # seconds to keep trying to record a send the provider accepted
+# In a turn's first reply's payload: POSIX time the resident's message it answers was recorded.
+INBOUND_AT = "inbound_at"
 
 
 class Sender(Protocol):
@@ -51,9 +57,8 @@ class Sender(Protocol):
 
 
 class MemoryQueue:
-    holder = "local"
-
     def __init__(self) -> None:
+        self.holder = process_id()  # claims name this process, so a later run sees it died
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._sent: dict[int, str] = {}
 
@@ -72,6 +77,10 @@ class MemoryQueue:
     async def join(self) -> None:
         await self._queue.join()
 
+    async def depth(self) -> int:
+        """Items waiting to be taken."""
+        return self._queue.qsize()
+
     async def note_sent(self, message_id: int, provider_id: str) -> None:
         self._sent[message_id] = provider_id
 
@@ -86,12 +95,16 @@ class MemoryQueue:
 
 
 class RedisQueue:
-    def __init__(self, client: aioredis.Redis, presence: Presence) -> None:
+    def __init__(
+        self, client: aioredis.Redis, presence: Presence, observe: BatchObserver | None = None
+    ) -> None:
         self.redis, self.presence = client, presence
         self.holder = presence.id
         self.working = keys.OUTBOUND_WORKING + presence.id
         # Residents' turns finishing together are queued with one LPUSH.
-        self._pushes: Batcher[str, None] = Batcher(self._push)
+        self._pushes: Batcher[str, None] = Batcher(
+            self._push, name="queue_replies", observe=observe
+        )
 
     async def put(self, item: str) -> None:
         await self._pushes.submit(item)
@@ -101,7 +114,10 @@ class RedisQueue:
         return [None] * len(items)
 
     async def get(self, wait: float = 1.0) -> str | None:
-        return await self.redis.blmove(keys.OUTBOUND, self.working, wait, "RIGHT", "LEFT")
+        # Redis takes fractions of a second (the client's stub says int); replies are decoded.
+        timeout = cast(int, wait)
+        item = await self.redis.blmove(keys.OUTBOUND, self.working, timeout, "RIGHT", "LEFT")
+        return cast(str | None, item)
 
     async def done(self, item: str) -> None:
         await self.redis.lrem(self.working, 1, item)
@@ -110,11 +126,15 @@ class RedisQueue:
         while await self.redis.llen(keys.OUTBOUND) or await self.redis.llen(self.working):  # noqa: ASYNC110 - polling Redis, not a local condition
             await asyncio.sleep(0.01)
 
+    async def depth(self) -> int:
+        """Items waiting to be taken, by every process (not those being sent)."""
+        return int(await self.redis.llen(keys.OUTBOUND))
+
     async def note_sent(self, message_id: int, provider_id: str) -> None:
         await self.redis.set(f"{keys.SENT}{message_id}", provider_id, ex=SENT_NOTE_TTL)
 
     async def sent_before(self, message_id: int) -> str | None:
-        return await self.redis.get(f"{keys.SENT}{message_id}")
+        return cast(str | None, await self.redis.get(f"{keys.SENT}{message_id}"))
 
     async def rescue(self) -> int:
         """Put back what dead processes were sending; returns how many items."""
@@ -137,15 +157,20 @@ class RedisQueue:
         await self.redis.aclose()
 
 
-def open_queue(redis_url: str | None, presence: Presence | None) -> MemoryQueue | RedisQueue:
+def open_queue(
+    redis_url: str | None, presence: Presence | None, observe: BatchObserver | None = None
+) -> MemoryQueue | RedisQueue:
     if not redis_url or presence is None:
         return MemoryQueue()
-    return RedisQueue(redis_client(redis_url, max_connections=16), presence)
+    return RedisQueue(redis_client(redis_url, max_connections=16), presence, observe)
 
 
 class Outbox:
-    def __init__(self, store: Store, queue: MemoryQueue | RedisQueue) -> None:
+    def __init__(
+        self, store: Store, queue: MemoryQueue | RedisQueue, metrics: Metrics | None = None
+    ) -> None:
         self.store, self.queue = store, queue
+        self.metrics = metrics if metrics is not None else Metrics()
         self.senders: dict[str, Sender] = {}
         self.recording = Outage("recording sent replies (database)")
         # Shared by the sending loops: an outage is said once, not once per loop.
@@ -161,7 +186,26 @@ class Outbox:
 
     async def run(self, stop: asyncio.Event, concurrency: int = 8) -> None:
         """Send until `stop` is set."""
+        await self._take_over_an_earlier_run()
         await asyncio.gather(*(self._loop(stop) for _ in range(concurrency)))
+
+    async def _take_over_an_earlier_run(self) -> None:
+        """With the in-process queue, a reply claimed by a process of this machine that no longer
+        runs (a killed `consulta chat`) is queued again now, as the sweeper would once its lease
+        ran out, rather than holding back that resident's later replies till then."""
+        if not isinstance(self.queue, MemoryQueue):
+            return  # shared work: a dead process's claims are released by whoever sees it died
+        try:
+            dead = dead_here(await self.store.replies.senders())
+            orphans = await self.store.replies.release_claims(sorted(dead))
+        except Exception as exc:  # the sweeper takes them once their lease runs out
+            log.warning("could not take over unsent replies: %s", type(exc).__name__)
+            return
+        by_contact: dict[int, list[int]] = {}
+        for message_id, contact_id in orphans:
+            by_contact.setdefault(contact_id, []).append(message_id)
+        for ids in by_contact.values():
+            await self.enqueue(ids)
 
     async def _loop(self, stop: asyncio.Event) -> None:
         queue_down, store_down = self.queue_down, self.store_down
@@ -209,15 +253,19 @@ class Outbox:
         if row is None:  # sent, failed, another process is sending it, or it waits its turn
             current = await self.store.replies.get(message_id)
             return current.status if current else "missing"
-        sender = self.senders.get(row.channel)
+        channel, metrics = row.channel, self.metrics
+        sender = self.senders.get(channel)
         if sender is None:
             await self.store.replies.mark(message_id, "failed", error="no sender for channel")
+            metrics.outbound.labels(channel, "failed").inc()
             return "failed"
         earlier = await self._sent_before(message_id)
         if earlier is not None:  # a process that died had sent it, and not recorded it
             await self._record(message_id, "sent", provider_id=earlier or None)
-            return "sent"
-        message = Outbound.from_dict(row.payload)
+            return "sent"  # counted by the process that sent it, not again here
+        payload = dict(row.payload)
+        inbound_at = payload.pop(INBOUND_AT, None)
+        message = Outbound.from_dict(payload)
         for attempt in range(MAX_ATTEMPTS):
             try:
                 sent = await sender.send(message)
@@ -227,6 +275,7 @@ class Outbox:
                 last = attempt == MAX_ATTEMPTS - 1
                 if error.permanent or last:
                     log.warning("outbound message %s not sent: %s", message_id, error)
+                    metrics.outbound.labels(channel, "failed").inc()
                     await self._record(
                         message_id,
                         "failed",
@@ -235,6 +284,7 @@ class Outbox:
                     )
                     return "failed"
                 wait = error.retry_after or BACKOFF * 2**attempt
+                metrics.retries.labels(channel).inc()
                 # Still ours while we wait: the sweeper must not hand it to another sender.
                 await self.store.replies.mark(
                     message_id,
@@ -245,6 +295,11 @@ class Outbox:
                 )
                 await asyncio.sleep(wait)
                 continue
+            metrics.outbound.labels(channel, "sent").inc()
+            if isinstance(inbound_at, int | float):
+                # Clocks of two machines: never below zero, whatever their skew.
+                latency = max(0.0, time.time() - inbound_at)
+                metrics.reply_latency.labels(channel).observe(latency)
             await self._note_sent(message_id, sent.provider_id or "")
             await self._record(message_id, "sent", provider_id=sent.provider_id, attempt=True)
             return "sent"

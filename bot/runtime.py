@@ -30,7 +30,7 @@ from consulta.storage.db import connect, migrate_async
 from consulta.storage.errors import is_unavailable
 from consulta.storage.groups import Groups
 from consulta.storage.media import MediaStore
-from consulta.storage.presence import Presence, process_id
+from consulta.storage.presence import Presence, dead_here, process_id
 from consulta.storage.records import ContactInfo
 from consulta.storage.state import StateStore, open_state_store, redis_client
 from consulta.storage.store import Store
@@ -91,26 +91,44 @@ class Runtime:
         if migrate:
             await migrate_async(settings.database_url)
         holder = process_id()
-        store = Store(connect(settings.database_url), settings.secret_key.get_secret_value())
+        metrics = Metrics()
+        store = Store(
+            connect(settings.database_url),
+            settings.secret_key.get_secret_value(),
+            observe=metrics.observe_batch,
+        )
         states = open_state_store(settings.redis_url, holder)
         presence, spool_redis = None, None
         if settings.redis_url:
             presence = Presence(redis_client(settings.redis_url, max_connections=4), holder)
             spool_redis = redis_client(settings.redis_url, max_connections=4)
-        queue = open_queue(settings.redis_url, presence)
+        queue = open_queue(settings.redis_url, presence, metrics.observe_batch)
         engine = Engine(
             flows, default_language=settings.default_language, idle_timeout=settings.idle_timeout
         )
-        outbox = Outbox(store, queue)
+        outbox = Outbox(store, queue, metrics)
         outbox.register(simulator.CHANNEL, simulator.SimulatorSender())
-        inbox = Inbox(store, states, engine, outbox, media=MediaStore(settings.media_dir))
+        inbox = Inbox(
+            store, states, engine, outbox, media=MediaStore(settings.media_dir), metrics=metrics
+        )
         channels = configured_channels(settings)
         for channel in channels:
             outbox.register(channel.name, channel)
             inbox.channels[channel.name] = channel
         spool = Spool(settings.spool_dir, spool_redis, holder)
         runtime = cls(
-            settings, flows, store, states, queue, engine, outbox, inbox, spool, presence, channels
+            settings,
+            flows,
+            store,
+            states,
+            queue,
+            engine,
+            outbox,
+            inbox,
+            spool,
+            presence,
+            channels,
+            metrics=metrics,
         )
         if presence is not None and settings.redis_url:
             with contextlib.suppress(Exception):  # Redis away: the renewal keeps trying
@@ -125,9 +143,19 @@ class Runtime:
     async def receive(self, inbound: Inbound) -> bool:
         """Record a message durably — in the database, or while it is away in the spool — and
         schedule its handling. Raises `Unavailable` when nothing could keep it."""
+        try:
+            outcome = await self._receive(inbound)
+        except Exception:
+            self.metrics.inbound.labels(inbound.channel, "refused").inc()
+            raise
+        self.metrics.inbound.labels(inbound.channel, outcome).inc()
+        return outcome != "duplicate"
+
+    async def _receive(self, inbound: Inbound) -> str:
+        """`receive`; returns what became of the message: recorded, duplicate or spooled."""
         if inbound.provider_id is not None and self.spool.active:
             await self._spool("inbound", message=inbound.to_dict())  # behind what waits
-            return True
+            return "spooled"
         try:
             async with asyncio.timeout(RECORD_TIMEOUT):  # no task of its own, unlike wait_for
                 received = await self.inbox.receive(inbound)
@@ -136,10 +164,10 @@ class Runtime:
                 raise
             log.warning("database unavailable (%s): webhook spooled", type(exc).__name__)
             await self._spool("inbound", message=inbound.to_dict())
-            return True
+            return "spooled"
         if received.contact_id is not None:
             self.process_soon(received.contact_id)
-        return not received.duplicate
+        return "duplicate" if received.duplicate else "recorded"
 
     async def delivery_status(
         self, channel: str, provider_id: str, status: str, error: str | None = None
@@ -256,10 +284,12 @@ class Runtime:
         for contact_id in await self.store.contacts_with_pending_inbound(pending_after):
             self.process_soon(contact_id)  # in the background: a sweep never waits on them
         await self._requeue(await self.store.replies.stale(STALE_AFTER))
+        others = await self.store.replies.senders() - {self.queue.holder}
         if self.presence is not None:
-            others = await self.store.replies.senders() - {self.presence.id}
             dead = others - await self.presence.alive(others)
-            await self._requeue(await self.store.replies.release_claims(sorted(dead)))
+        else:  # one process by design: only an earlier run of this machine can have died
+            dead = dead_here(others)
+        await self._requeue(await self.store.replies.release_claims(sorted(dead)))
 
     async def recover(self) -> None:
         """Redis came back (and may have lost its queue): queue again every reply the database
@@ -367,9 +397,12 @@ class Runtime:
                     # database holds must be queued again (within a tick of its return).
                     recover = await self.presence.redis_was_reset() or redis.ongoing
                     await self.queue.rescue()
+                    self.metrics.queue_depth.set(await self.queue.depth())  # one LLEN a tick
                     redis.over()
                 except Exception as exc:
                     redis.fail(exc)
+            else:
+                self.metrics.queue_depth.set(await self.queue.depth())
             try:
                 await self.replay_spool()
                 if recover:

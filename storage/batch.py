@@ -6,6 +6,9 @@ A caller submits its item and waits for its own result. Batches form by themselv
 item after a quiet spell is written at once, alone; whatever arrives while that write is in
 flight goes together in the next one. Only when batches are already shared does a batcher
 with a `linger` wait that long before the next one, so a quiet process adds no delay.
+
+A batcher may be named and given an observer, told each batch's size (how the processes measure
+their batches, without storage knowing of metrics).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["Batcher"]
+__all__ = ["BatchObserver", "Batcher"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,11 +26,23 @@ R = TypeVar("R")
 # The flush returns one result per item, in order; an exception in that list is the item's own
 # failure (the others still succeeded), an exception raised fails the whole batch.
 Flush = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
+# Told (the batcher's name, how many items) as each batch is flushed; it must be quick.
+BatchObserver = Callable[[str, int], None]
 
 
 class Batcher(Generic[T, R]):
-    def __init__(self, flush: Flush[T, R], *, most: int = 256, linger: float = 0.0) -> None:
+    def __init__(
+        self,
+        flush: Flush[T, R],
+        *,
+        most: int = 256,
+        linger: float = 0.0,
+        name: str = "",
+        observe: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
         self._flush = flush
+        self._observe = observe
         self._most = most
         self._linger = linger
         self._last = 0  # how many the previous batch held
@@ -52,6 +67,9 @@ class Batcher(Generic[T, R]):
                     await asyncio.sleep(self._linger)
                 batch, self._pending = self._pending[: self._most], self._pending[self._most :]
                 self._last = len(batch)
+                if self._observe is not None:
+                    with contextlib.suppress(Exception):  # a measurement never fails a batch
+                        self._observe(self.name, len(batch))
                 try:
                     results = await self._flush([item for item, _ in batch])
                 except Exception as exc:

@@ -4,7 +4,7 @@ forgotten — the answers kept anonymous, or everything deleted."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Text, cast, delete, func, select, update
@@ -115,4 +115,7 @@ class DataRights:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") if value else None
+    """RFC 3339, with its offset: SQLite hands back times without one, and they are UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat(timespec="seconds")

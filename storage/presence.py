@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 
 from consulta.storage import keys
 
-__all__ = ["ALIVE_FOR", "BEAT_EVERY", "Presence", "process_id"]
+__all__ = ["ALIVE_FOR", "BEAT_EVERY", "Presence", "dead_here", "process_id"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,24 @@ def process_id() -> str:
     """This run of this process: host, pid and a random part (a restarted process with the
     same pid is a newcomer, not the one that died)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def dead_here(ids: Iterable[str]) -> set[str]:
+    """Which of these process ids (`process_id()`'s form) were processes of this machine that
+    no longer run: without Redis, the only processes whose death can be seen."""
+    host, dead = socket.gethostname(), set()
+    for pid in ids:
+        name, _, rest = pid.partition(":")
+        number = rest.partition(":")[0]
+        if name != host or not number.isdigit() or int(number) == os.getpid():
+            continue
+        try:
+            os.kill(int(number), 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:  # alive, another user's
+            pass
+    return dead
 
 
 class Presence:

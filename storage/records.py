@@ -47,3 +47,4 @@ class InboxView:
     next: tuple[int, dict[str, Any]] | None  # the oldest unhandled message: (id, payload)
     waiting: int  # how many unhandled messages, that one included
     completed: frozenset[str]  # flows this contact has completed
+    received_at: datetime | None = None  # when `next` was recorded (naive on SQLite: UTC)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from consulta.storage.batch import Batcher
+from consulta.storage.batch import Batcher, BatchObserver
 from consulta.storage.models import Answer, Consent, Contact, MessageLog, Submission, utcnow
 from consulta.storage.records import CONTACT_COLUMNS, ContactInfo, InboxView
 from consulta.storage.replies import Replies
@@ -55,9 +55,11 @@ def _info(c: Contact) -> ContactInfo:
 
 class Store:
     """Residents, their messages and turns, and what they said; `replies` is the outbound side
-    of the message log."""
+    of the message log. `observe` is told the size of each batch of the hot path (metrics)."""
 
-    def __init__(self, engine: AsyncEngine, secret: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, secret: str, *, observe: BatchObserver | None = None
+    ) -> None:
         self.engine = engine
         self._secret = secret.encode()
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -67,13 +69,22 @@ class Store:
         record, read, write = Lane(engine), Lane(engine, autocommit=True), Lane(engine)
         self._lanes = (record, read, write)
         self._recorder: Batcher[InboundRecord, Recorded] = Batcher(
-            lambda batch: record_many(sql, self.pseudonym, record, batch), linger=LINGER
+            lambda batch: record_many(sql, self.pseudonym, record, batch),
+            linger=LINGER,
+            name="record_inbound",
+            observe=observe,
         )
         self._reader: Batcher[int, InboxView] = Batcher(
-            lambda batch: load_inboxes(sql, read, batch), linger=LINGER
+            lambda batch: load_inboxes(sql, read, batch),
+            linger=LINGER,
+            name="read_inbox",
+            observe=observe,
         )
         self._writer: Batcher[Changes, Changes] = Batcher(
-            lambda batch: write_turns(sql, write, batch), linger=LINGER
+            lambda batch: write_turns(sql, write, batch),
+            linger=LINGER,
+            name="write_turns",
+            observe=observe,
         )
 
     def pseudonym(self, channel: str, address: str) -> str:

@@ -195,7 +195,11 @@ class Statements:
             .subquery()
         )
         return select(
-            MessageLog.contact_id, MessageLog.id, MessageLog.payload, waiting.c.waiting
+            MessageLog.contact_id,
+            MessageLog.id,
+            MessageLog.payload,
+            MessageLog.created_at,
+            waiting.c.waiting,
         ).join(waiting, MessageLog.id == waiting.c.first)
 
     @cached_property
@@ -349,7 +353,7 @@ async def _load_inboxes(
     async with lane.connection() as conn:
         contacts = {row.id: ContactInfo(*row) for row in await conn.execute(sql.contacts, ids)}
         pending = {
-            row.contact_id: ((row.id, row.payload), row.waiting)
+            row.contact_id: ((row.id, row.payload), row.waiting, row.created_at)
             for row in await conn.execute(sql.pending, ids)
         }
         completed: dict[int, set[str]] = {}
@@ -360,8 +364,9 @@ async def _load_inboxes(
         if i not in contacts:
             views.append(LookupError(f"no contact {i}"))
             continue
-        first, waiting = pending.get(i, (None, 0))
-        views.append(InboxView(contacts[i], first, waiting, frozenset(completed.get(i, ()))))
+        first, waiting, received_at = pending.get(i, (None, 0, None))
+        done = frozenset(completed.get(i, ()))
+        views.append(InboxView(contacts[i], first, waiting, done, received_at))
     return views
 
 

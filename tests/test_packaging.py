@@ -78,6 +78,7 @@ def test_the_wheel_installs_only_consulta_with_its_data(wheel: Path) -> None:
         "consulta/flows/schema.json",
         "consulta/bot/pages/simulator.html",
         "consulta/bot/pages/dashboard.html",
+        "consulta/bot/openapi.yaml",
         "consulta/storage/migrations/script.py.mako",
         "consulta/storage/migrations/env.py",
         "consulta/py.typed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import json
 import logging
 import os
 import select
@@ -209,6 +210,82 @@ def test_the_worker_waits_for_migrations_instead_of_running_them(
         output, _ = process.communicate(timeout=20)
     assert process.returncode == 0, said + output
     assert "Traceback" not in said + output
+
+
+def _output_until(process: subprocess.Popen[str], said: str, wanted: str) -> str:
+    """What `process` printed, read until `wanted` shows (or it exits: a failure)."""
+    assert process.stdout is not None
+    while wanted not in said:
+        line = process.stdout.readline()
+        assert line, said  # the process exited
+        said += line
+    return said
+
+
+def test_the_worker_serves_its_metrics_and_health_and_logs_json(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from consulta.bot.metrics import CONTENT_TYPE
+
+    assert run(["db", "upgrade"], env).returncode == 0
+    port = _free_port()
+    process = subprocess.Popen(
+        [*CONSULTA, "worker"],
+        env={**env, "METRICS_PORT": str(port), "LOG_FORMAT": "json"},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        said = _output_until(process, "", "worker started")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.status == 200 and json.loads(r.read())["database"] == "ok"
+        time.sleep(0.3)  # the supervisor's first look at the queue
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert r.headers["Content-Type"] == CONTENT_TYPE
+            text = r.read().decode()
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, said + output
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert {"consulta_outbound_queue_depth", "process_cpu_seconds", "python_gc_collections"} <= (
+        families
+    )
+    assert "consulta_outbound_queue_depth 0.0" in text
+    lines = [json.loads(line) for line in (said + output).splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines), lines
+    assert {"level": "INFO", "logger": "consulta", "message": "worker started"}.items() <= next(
+        line for line in lines if line["message"] == "worker started"
+    ).items()
+    assert any(f"metrics and health on port {port}" == line["message"] for line in lines)
+
+
+def test_a_worker_whose_metrics_port_is_taken_works_on_and_says_so(env: dict[str, str]) -> None:
+    assert run(["db", "upgrade"], env).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = subprocess.Popen(
+            [*CONSULTA, "worker"],
+            env={**env, "METRICS_PORT": str(port)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            said = _output_until(process, "", "worker started")
+        finally:
+            process.terminate()
+            output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, said + output
+    assert f"metrics not served: cannot listen on port {port}" in said
+    assert "METRICS_PORT" in said and "Traceback" not in said + output
 
 
 def test_telegram_commands_need_the_bot_first(env: dict[str, str]) -> None:

@@ -20,6 +20,7 @@ from consulta.bot.config import (
 
 EVERY_VARIABLE = {
     "PORT": "9090",
+    "METRICS_PORT": "9091",
     "DATABASE_URL": "postgresql+asyncpg://consulta:db-password@db.internal/consulta",
     "REDIS_URL": "redis://:redis-password@cache:6379/0",
     "PUBLIC_URL": "https://consulta.example.gob.mx/",
@@ -70,6 +71,7 @@ def test_nothing_set_is_the_local_default(environ: pytest.MonkeyPatch) -> None:
     settings = Settings.from_env()
     assert settings == Settings()
     assert settings.port == 8080 and settings.public_url == "http://localhost:8080"
+    assert settings.metrics_port == 9464
     assert settings.database_url == "sqlite+aiosqlite:///consulta.db"
     assert settings.redis_url is None and settings.flows_path == ()
     assert settings.default_language == "es" and settings.idle_timeout == timedelta(days=1)
@@ -90,7 +92,7 @@ def test_every_variable_is_read(environ: pytest.MonkeyPatch) -> None:
     for name, value in EVERY_VARIABLE.items():
         environ.setenv(name, value)
     settings = Settings.from_env()
-    assert settings.port == 9090
+    assert settings.port == 9090 and settings.metrics_port == 9091
     assert settings.database_url == EVERY_VARIABLE["DATABASE_URL"]
     assert settings.redis_url == EVERY_VARIABLE["REDIS_URL"]
     assert settings.public_url == "https://consulta.example.gob.mx"
@@ -182,6 +184,8 @@ def test_the_environment_beats_the_dot_env_file(
         ("PORT", "abc", "PORT must be a whole number, not 'abc'"),
         ("PORT", "70000", "PORT must be a port number from 1 to 65535, not 70000"),
         ("PORT", "0", "PORT must be a port number from 1 to 65535, not 0"),
+        ("METRICS_PORT", "-1", "METRICS_PORT must be a port number from 1 to 65535, or 0 for"),
+        ("METRICS_PORT", "http", "METRICS_PORT must be a whole number, not 'http'"),
         ("DEFAULT_LANGUAGE", "de", "DEFAULT_LANGUAGE must be es, en or fr, not 'de'"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT must be text or json, not 'xml'"),
         ("CONVERSATION_IDLE_MINUTES", "0", "CONVERSATION_IDLE_MINUTES must be at least 1"),

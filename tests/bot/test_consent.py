@@ -5,59 +5,25 @@ the survey again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from consulta.adapters.message import Attachment, Inbound
-from consulta.bot.config import Settings
 from consulta.bot.runtime import Runtime
-from consulta.bot.server import build_app
 from consulta.flows.i18n import t
 from consulta.storage.models import Consent, Contact, MessageLog, Submission
+from consulta.storage.staff import Staff
 from tests.adapters import test_telegram as tg
 from tests.adapters import test_twilio as tw
-from tests.adapters.loopback import sending_runtime
 from tests.adapters.telegram_double import TelegramDouble
 from tests.adapters.twilio_double import TwilioDouble
 
 MAYBE = ["quizás", "mmm no sé", "a lo mejor"]
 CONSENT_QUESTION = "¿Aceptas participar?"
-
-
-@pytest.fixture
-async def doubles() -> AsyncIterator[tuple[TwilioDouble, TelegramDouble]]:
-    twilio, telegram = TwilioDouble(tw.SID, tw.TOKEN), TelegramDouble(tg.TOKEN)
-    await twilio.start()
-    await telegram.start()
-    try:
-        yield twilio, telegram
-    finally:
-        await twilio.stop()
-        await telegram.stop()
-
-
-@pytest.fixture
-async def rt(
-    settings: Settings, doubles: tuple[TwilioDouble, TelegramDouble]
-) -> AsyncIterator[Runtime]:
-    twilio, telegram = doubles
-    async with sending_runtime(
-        settings,
-        twilio=tw.twilio_settings(twilio),
-        telegram=tg.telegram_settings(telegram),
-        public_url=tw.PUBLIC,
-    ) as runtime:
-        yield runtime
-
-
-@pytest.fixture
-async def client(rt: Runtime, aiohttp_client: Any) -> TestClient:
-    return await aiohttp_client(build_app(rt))
 
 
 Say = Callable[[str], Awaitable[str]]
@@ -87,12 +53,15 @@ async def _resident(
 
         return channel, str(tg.CHAT), resident.say, picture
     address = "vecina1234" if channel == "simulator" else "local"
+    staff = await Staff(rt.store).add("Ana Analista", "analyst") if channel == "simulator" else ""
 
     async def say(text: str) -> str:
         before = len(await rt.store.conversation_log(channel, address))
         if channel == "simulator":
             response = await client.post(
-                "/simulator/api/send", json={"session": address, "text": text}
+                "/simulator/api/send",
+                json={"session": address, "text": text},
+                headers={"Authorization": f"Bearer {staff}"},
             )
             assert response.status == 200
         else:

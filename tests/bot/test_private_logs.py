@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from consulta.bot.config import Settings, TelegramSettings, TwilioSettings
-from consulta.bot.logs import QUIET, REDACTED, PrivateFormatter, configure_logging, secrets_of
+from consulta.bot.logs import (
+    QUIET,
+    REDACTED,
+    PrivateFormatter,
+    PrivateJsonFormatter,
+    configure_logging,
+    secrets_of,
+)
 from consulta.bot.server import build_app
 from tests.adapters import test_telegram as tg
 from tests.adapters import test_twilio as tw
@@ -44,8 +52,10 @@ class Captured:
         names = ["", *QUIET, "httpx"]
         self._levels = {name: logging.getLogger(name).level for name in names}
 
-    def start(self, settings: Settings) -> None:
-        self._handler = configure_logging(logging.DEBUG, secrets_of(settings), self.stream)
+    def start(self, settings: Settings, log_format: Literal["text", "json"] = "text") -> None:
+        self._handler = configure_logging(
+            logging.DEBUG, secrets_of(settings), self.stream, log_format=log_format
+        )
 
     def stop(self) -> None:
         if self._handler is not None:
@@ -69,18 +79,6 @@ def captured() -> Iterator[Captured]:
         yield capture
     finally:
         capture.stop()
-
-
-@pytest.fixture
-async def doubles() -> Any:
-    twilio, telegram = TwilioDouble(tw.SID, tw.TOKEN), TelegramDouble(tg.TOKEN)
-    await twilio.start()
-    await telegram.start()
-    try:
-        yield twilio, telegram
-    finally:
-        await twilio.stop()
-        await telegram.stop()
 
 
 async def _whatsapp_conversation(phone: tw.Phone) -> None:
@@ -166,6 +164,58 @@ async def test_a_library_turned_up_to_debug_still_shows_no_token(
     assert any("/sendMessage" in line for line in httpx_lines), captured.loggers()
     assert all(f"/bot{REDACTED}/" in line for line in httpx_lines if "/bot" in line)
     assert tg.TOKEN not in captured.text and tg.TOKEN.split(":")[1] not in captured.text
+
+
+async def test_json_lines_parse_and_leave_no_secret_and_no_resident(
+    app_settings: Settings,
+    doubles: tuple[TwilioDouble, TelegramDouble],
+    aiohttp_client: Any,
+    captured: Captured,
+) -> None:
+    """LOG_FORMAT=json: the same conversations, one JSON object a line, nothing leaked."""
+    captured.start(app_settings, "json")
+    await _both_conversations(app_settings, doubles, aiohttp_client)
+    lines = [json.loads(line) for line in captured.text.splitlines()]
+    assert len(lines) > 20, captured.text
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    loggers = {line["logger"] for line in lines}
+    assert {"aiohttp.access", "consulta.bot.outbound"} <= loggers, loggers
+    assert any(line["level"] == "DEBUG" for line in lines)
+    assert any("not sent" in line["message"] for line in lines)
+    assert _leaks(captured.text) == [], captured.text
+
+
+def test_a_json_line_carries_the_fields_and_is_redacted_like_a_text_line() -> None:
+    formatter = PrivateJsonFormatter(secrets=["s3cr3t-token"])
+    try:
+        raise RuntimeError(
+            "POST https://api.example/bots3cr3t-token/x failed\n"
+            "DETAIL:  Key (channel, address)=(whatsapp, +5215550001) already exists."
+        )
+    except RuntimeError:
+        record = logging.LogRecord(
+            "consulta.bot.outbound",
+            logging.ERROR,
+            __file__,
+            1,
+            "url %s",
+            ("/s3cr3t-token/",),
+            sys.exc_info(),
+        )
+    record.extra_value = {"token": "s3cr3t-token"}  # passed with `extra=`: redacted too
+    line = formatter.format(record)
+    assert "\n" not in line  # one line
+    parsed = json.loads(line)
+    assert parsed["level"] == "ERROR" and parsed["logger"] == "consulta.bot.outbound"
+    assert parsed["message"] == f"url /{REDACTED}/"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00", parsed["time"])
+    exception = parsed["exception"]
+    assert exception.startswith("Traceback") and "RuntimeError: POST" in exception
+    assert "DETAIL:  Key (" in exception and "already exists" in exception
+    assert "+5215550001" not in line and "whatsapp, " not in line
+    assert "s3cr3t-token" not in line and parsed["extra_value"] == {"token": REDACTED}
+    plain = json.loads(formatter.format(logging.makeLogRecord({"msg": "hola", "name": "x"})))
+    assert "exception" not in plain and plain["message"] == "hola"
 
 
 def test_the_formatter_redacts_secrets_from_messages_arguments_and_tracebacks() -> None:

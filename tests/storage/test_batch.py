@@ -88,3 +88,16 @@ async def test_a_busy_batcher_lingers_for_company_but_a_quiet_one_does_not() -> 
     await asyncio.sleep(0.01)
     assert await batcher.submit(5) == 10 and await first == 8
     assert flush.batches == [[1], [2, 3], [4, 5]]
+
+
+async def test_a_named_batcher_tells_its_observer_each_batchs_size() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def observe(name: str, size: int) -> None:
+        seen.append((name, size))
+        raise RuntimeError("a broken observer")  # fails no batch
+
+    flush = Doubler()
+    batcher: Batcher[int, int] = Batcher(flush, most=2, name="doubling", observe=observe)
+    assert await asyncio.gather(*(batcher.submit(n) for n in range(5))) == [0, 2, 4, 6, 8]
+    assert seen == [("doubling", 2), ("doubling", 2), ("doubling", 1)]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 import time
 
 import redis.asyncio as aioredis
 
 from consulta.storage import keys
-from consulta.storage.presence import Presence
+from consulta.storage.presence import Presence, dead_here
 from tests.settings import REDIS, reset_redis
 
 
@@ -46,3 +49,15 @@ async def test_just_after_redis_lost_its_data_nobody_is_judged_dead() -> None:
         assert await presence.alive(["other"]) == set()
     finally:
         await client.aclose()
+
+
+def test_without_redis_a_process_of_this_machine_that_no_longer_runs_is_dead() -> None:
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        host = socket.gethostname()
+        ids = [f"{host}:{child.pid}:aa", f"{host}:{os.getpid()}:bb", f"elsewhere:{child.pid}:cc"]
+        assert dead_here(ids) == set()  # alive, ourselves, or another machine's: not judged
+    finally:
+        child.kill()
+        child.wait()
+    assert dead_here([f"{host}:{child.pid}:aa"]) == {f"{host}:{child.pid}:aa"}
