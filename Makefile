@@ -48,7 +48,8 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP)  ## lint, then the whole suite on SQLite and on PostgreSQL + Redis
+test: $(STAMP)  ## lint and type-check, then the whole suite on SQLite and on PostgreSQL + Redis
 	scripts/ensure-test-tools
 	$(MAKE) --no-print-directory lint
+	scripts/typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
