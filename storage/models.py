@@ -28,6 +28,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "Answer",
     "Base",
+    "Broadcast",
+    "BroadcastRecipient",
     "Consent",
     "Contact",
     "Group",
@@ -81,6 +83,10 @@ class Contact(Base):
     opted_out_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None]  # opens WhatsApp's 24-hour window
+    # The survey a broadcast invited them to, and when: their next message answers its first
+    # question (the invitation was that question) unless they are already in a survey.
+    invited_flow: Mapped[str | None] = mapped_column(String(64))
+    invited_at: Mapped[datetime | None]
 
 
 class Submission(Base):
@@ -225,3 +231,58 @@ class StaffMember(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class Broadcast(Base):
+    """A message or a survey's invitation staff send to an audience, now or at a time.
+
+    `status`: scheduled → sending → done, or paused (and back) or cancelled. The audience is kept
+    as the filters staff gave; its recipients are materialised when sending starts.
+    """
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # flow | message
+    flow_id: Mapped[str | None] = mapped_column(String(64))
+    texts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"es": …, "en": …, "fr": …}
+    audience: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the filters, as given
+    template: Mapped[str | None] = mapped_column(String(64))  # outside WhatsApp's window
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    send_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]  # when the recipients were materialised
+    finished_at: Mapped[datetime | None]
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BroadcastRecipient(Base):
+    """One resident (or one Telegram group) a broadcast goes to, and what became of it.
+
+    `state`: queued → sending (claimed by `claimed_by`) → sent → delivered → read, or failed
+    (`reason`: the provider's error) or skipped (`reason`: outside window, opted out, …).
+    """
+
+    __tablename__ = "broadcast_recipients"
+    __table_args__ = (
+        UniqueConstraint("broadcast_id", "contact_id", name="uq_broadcast_recipients_contact"),
+        UniqueConstraint("broadcast_id", "group_id", name="uq_broadcast_recipients_group"),
+        Index("ix_broadcast_recipients_next", "broadcast_id", "state", "window_closes_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(2))
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    reason: Mapped[str | None] = mapped_column(String(255))
+    provider_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # When WhatsApp's 24-hour window closes for them (None: no window): soonest first.
+    window_closes_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
