@@ -89,10 +89,13 @@ class Outbound:
     button_label: str | None = (
         None  # a channel button's label: a list's "Elegir", "📍 Compartir ubicación"
     )
+    bulk: bool = False  # a broadcast: paced behind replies to residents mid-survey
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["buttons"] = [vars(b).copy() for b in self.buttons]
+        if not self.bulk:  # a reply reads as it did before bulk existed (from_dict: False)
+            del data["bulk"]
         return {k: v for k, v in data.items() if v not in (None, (), [])}
 
     @classmethod

@@ -40,7 +40,7 @@ from telegram.error import (
     TelegramError,
 )
 
-from consulta.adapters.delivery import Pacer, split_text
+from consulta.adapters.delivery import LocalPacing, Pacing, split_text
 from consulta.adapters.media import MAX_BYTES, MediaRefused, check_size, require_image
 from consulta.adapters.message import (
     Attachment,
@@ -361,8 +361,9 @@ def _quiet_library_logs() -> None:
 class TelegramChannel:
     name = CHANNEL
 
-    def __init__(self, config: TelegramConfig) -> None:
+    def __init__(self, config: TelegramConfig, *, pacing: Pacing | None = None) -> None:
         self.config = config
+        self.pacing: Pacing = pacing if pacing is not None else LocalPacing()
         _quiet_library_logs()
         self.bot = Bot(
             config.token,
@@ -371,8 +372,6 @@ class TelegramChannel:
         )
         self._ready = asyncio.Lock()
         self._initialized = False
-        self._everyone = Pacer(GLOBAL_RATE)
-        self._chats: dict[str, Pacer] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._polling: asyncio.Task[None] | None = None
 
@@ -548,22 +547,15 @@ class TelegramChannel:
 
     # outbound ------------------------------------------------------------------------------
 
-    def _pacer(self, chat: str) -> Pacer:
-        if len(self._chats) > 50_000:  # forget chats that have been quiet: fresh buckets
-            self._chats.clear()
-        if chat not in self._chats:
-            group = chat.startswith("-")  # group and channel chat ids are negative
-            self._chats[chat] = (
-                Pacer(GROUP_RATE, CHAT_BURST)
-                if group
-                else Pacer(self.config.chat_rate, max(CHAT_BURST, self.config.chat_rate))
-            )
-        return self._chats[chat]
-
-    async def _paced(self, chat: str) -> Bot:
+    async def _paced(self, chat: str, *, bulk: bool = False) -> Bot:
         bot = await self.ensure_bot()
-        await self._everyone.wait()
-        await self._pacer(chat).wait()
+        # The chat's own cap first: a long wait there should not hold a cell of the bot's.
+        if chat.startswith("-"):  # group and channel chat ids are negative
+            await self.pacing.wait(f"telegram:chat:{chat}", GROUP_RATE, CHAT_BURST, bulk=bulk)
+        else:
+            rate = self.config.chat_rate
+            await self.pacing.wait(f"telegram:chat:{chat}", rate, max(CHAT_BURST, rate), bulk=bulk)
+        await self.pacing.wait("telegram:all", GLOBAL_RATE, 1.0, bulk=bulk)  # 30 in any second
         return bot
 
     @staticmethod
@@ -588,7 +580,7 @@ class TelegramChannel:
         parts = split_text(message.text, TEXT_LIMIT)
         sent_id = ""
         for i, part in enumerate(parts):
-            bot = await self._paced(message.address)
+            bot = await self._paced(message.address, bulk=message.bulk)
             markup = self._markup(message) if i == len(parts) - 1 else None
             try:
                 sent = await bot.send_message(
@@ -606,6 +598,8 @@ class TelegramChannel:
         return Sent(sent_id)
 
 
-def channels_from_settings(settings: Any) -> list[TelegramChannel]:
+def channels_from_settings(settings: Any, pacing: Pacing | None = None) -> list[TelegramChannel]:
+    """The Telegram channel when a bot token is set, paced by `pacing` (in this process alone
+    when None)."""
     config = TelegramConfig.from_settings(settings.telegram, settings.public_url)
-    return [TelegramChannel(config)] if config else []
+    return [TelegramChannel(config, pacing=pacing)] if config else []

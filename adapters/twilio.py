@@ -26,7 +26,7 @@ from twilio.rest import Client
 from twilio.rest.content.v1.content import ContentList
 from yarl import URL
 
-from consulta.adapters.delivery import Pacer, split_text
+from consulta.adapters.delivery import LocalPacing, Pacing, split_text
 from consulta.adapters.media import CHUNK, MediaRefused, check_size, read_capped, require_image
 from consulta.adapters.message import Attachment, Hooks, Inbound, Outbound, Place, SendError, Sent
 
@@ -264,13 +264,15 @@ def _short(text: str, limit: int) -> str:
 class TwilioGateway:
     """What both Twilio channels share: credentials, the REST client, pacing, the webhooks."""
 
-    def __init__(self, config: TwilioConfig) -> None:
+    def __init__(self, config: TwilioConfig, *, pacing: Pacing | None = None) -> None:
         self.config = config
+        self.pacing: Pacing = (
+            pacing if pacing is not None else LocalPacing()
+        )  # one cap per sender number
         self.validator = RequestValidator(config.auth_token)
         self._http: _RebasedHttpClient | None = None
         self._client: Client | None = None
         self._media: aiohttp.ClientSession | None = None
-        self._pacers: dict[str, Pacer] = {}
         self._contents: dict[str, str] = {}  # content key → ContentSid (quick replies, lists)
         self._contents_lock = asyncio.Lock()
 
@@ -282,11 +284,6 @@ class TwilioGateway:
                 self.config.account_sid, self.config.auth_token, http_client=self._http
             )
         return self._client
-
-    def pacer(self, sender: str, rate: float) -> Pacer:
-        if sender not in self._pacers:
-            self._pacers[sender] = Pacer(rate)
-        return self._pacers[sender]
 
     async def close(self) -> None:
         if self._http is not None:
@@ -425,8 +422,9 @@ class TwilioGateway:
 
     # sending -------------------------------------------------------------------------------
 
-    async def create(self, sender: str, rate: float, **fields: Any) -> str:
-        await self.pacer(sender, rate).wait()
+    async def create(self, sender: str, rate: float, *, bulk: bool = False, **fields: Any) -> str:
+        # A burst of 1: the sender's cap holds in every second, as Twilio counts it.
+        await self.pacing.wait(f"twilio:{sender}", rate, 1.0, bulk=bulk)
         try:
             message = await self.client.messages.create_async(
                 status_callback=self.config.public_url + STATUS_PATH, **fields
@@ -478,6 +476,7 @@ class TwilioChannel:
             sid = await self.gateway.create(
                 sender,
                 config.whatsapp_rate,
+                bulk=message.bulk,
                 to=f"whatsapp:{message.address}",
                 from_=sender,
                 **content,
@@ -494,7 +493,12 @@ class TwilioChannel:
             message.text, SMS_LIMIT
         ):  # numbered text; buttons don't exist in SMS
             sid = await self.gateway.create(
-                sender, config.sms_rate, to=message.address, body=part, **origin
+                sender,
+                config.sms_rate,
+                bulk=message.bulk,
+                to=message.address,
+                body=part,
+                **origin,
             )
         return Sent(sid)
 
@@ -516,13 +520,14 @@ class TwilioChannel:
         return {"content_sid": content_sid, "content_variables": json.dumps({"1": message.text})}
 
 
-def channels_from_settings(settings: Any) -> list[TwilioChannel]:
-    """The configured Twilio channels: WhatsApp and/or SMS."""
+def channels_from_settings(settings: Any, pacing: Pacing | None = None) -> list[TwilioChannel]:
+    """The configured Twilio channels: WhatsApp and/or SMS, paced by `pacing` (in this process
+    alone when None)."""
     config = TwilioConfig.from_settings(settings.twilio, settings.public_url)
     if config is None:
         return []
     names = [WHATSAPP] if config.whatsapp_from else []
     if config.sms_from or config.messaging_service_sid:
         names.append(SMS)
-    gateway = TwilioGateway(config)
+    gateway = TwilioGateway(config, pacing=pacing)
     return [TwilioChannel(n, gateway, owns_routes=i == 0) for i, n in enumerate(names)]

@@ -11,3 +11,5 @@ ALIVE = PREFIX + "alive:"  # + process id → present while that process is aliv
 EPOCH = PREFIX + "epoch"  # set once per Redis lifetime: missing means Redis lost its data
 SPOOL = PREFIX + "spool"  # list of webhooks waiting for the database (JSON, oldest first)
 SPOOL_REPLAYER = PREFIX + "spool:replayer"  # the process replaying the spool (short TTL)
+BROADCAST_SENT = PREFIX + "broadcast:sent:"  # + recipient id → provider id, once accepted
+PACE = PREFIX + "pace:"  # + sender ("twilio:whatsapp:+52…") → its send-rate tat (µs; idle: gone)
