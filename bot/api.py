@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from consulta.bot import broadcast_api
 from consulta.bot.export import FORMATS, PREVIEW_CHANNELS, Export, write_export
 from consulta.bot.runtime import Runtime
 from consulta.bot.web import (
@@ -274,10 +276,50 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _query_parameters() -> dict[tuple[str, str], frozenset[str]]:
+    """Each operation's query parameters, from the description: (METHOD, path) → names."""
+    spec = openapi()
+    shared = spec["components"]["parameters"]
+    known: dict[tuple[str, str], frozenset[str]] = {}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            names = set()
+            for parameter in operation.get("parameters", []):
+                if "$ref" in parameter:
+                    parameter = shared[parameter["$ref"].rsplit("/", 1)[1]]
+                if parameter["in"] == "query":
+                    names.add(parameter["name"])
+            known[(method.upper(), path)] = frozenset(names)
+    return known
+
+
+@web.middleware
+async def known_parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A query parameter the operation does not take is a 400 naming it — a typo such as
+    `?territroy=` must not quietly return everything."""
+    route = request.match_info.route.resource
+    path = route.canonical.removeprefix(PREFIX) if route is not None else ""
+    if "{format}" in path:
+        path = path.replace("{format}", request.match_info.get("format", ""))
+    allowed = _QUERY.get((request.method, path))
+    if allowed is not None:
+        unknown = sorted(set(request.query) - allowed)
+        if unknown:
+            takes = ", ".join(sorted(allowed)) or "none"
+            raise error(
+                web.HTTPBadRequest, f"unknown parameter {unknown[0]!r} (this one takes: {takes})"
+            )
+    return await handler(request)
+
+
+_QUERY = _query_parameters()
+
+
 def build_api(runtime: Runtime) -> web.Application:
     """The `/api/v1` sub-application: JSON errors, then a staff token for every route but its
     description."""
     api = staff_app(runtime)
+    api.middlewares.append(known_parameters)
     api.router.add_get("/openapi.json", description)
     api.router.add_get("/flows", flows)
     api.router.add_get("/flows/{flow}/summary", flow_summary)
@@ -285,4 +327,5 @@ def build_api(runtime: Runtime) -> web.Application:
     api.router.add_get("/flows/{flow}/export.{format}", export_file)
     api.router.add_get("/contacts/{address}", contact)
     api.router.add_delete("/contacts/{address}", contact)
+    broadcast_api.add_routes(api)
     return api

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from consulta.bot import broadcast_cli
 from consulta.bot.config import ConfigError, Settings
 from consulta.bot.logs import PrivateFormatter, configure_logging, secrets_of
 
@@ -105,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     staff_revoke.add_argument("name")
     staff_commands.add_parser("list", help="the accounts")
 
+    broadcast_cli.add_parser(commands)
+
     db = commands.add_parser("db", help="the database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply migrations")
@@ -157,6 +160,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         "export": _export,
         "contacts": _contacts,
         "staff": _staff,
+        "broadcast": broadcast_cli.run,
     }[args.command]
     if args.command in ("serve", "worker"):
         with serving_loop() as loop:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from consulta.adapters.message import Attachment, Button, Channel, Inbound, Outbound
 from consulta.bot.metrics import Metrics
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 LANGUAGE_NAMES = {"es": "Español", "en": "English", "fr": "Français"}
 FLOOD_BACKLOG = 20  # a resident with more messages waiting than this is flooding…
 FLOOD_PAUSE = 0.02  # …and is handled at most 50 messages a second
+# A broadcast's survey invitation is answered within this; later, a message starts afresh.
+INVITATION_TTL = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,13 @@ class Inbox:
         try:
             outcome = self.engine.handle(
                 before,
-                Resident(contact.language, contact.profile, frozenset(completed)),
+                Resident(
+                    contact.language,
+                    contact.profile,
+                    frozenset(completed),
+                    invitation=_fresh_invitation(contact, self.clock()),
+                    invited_at=_posix(contact.invited_at) or 0.0,
+                ),
                 to_message(inbound),
                 self.clock(),
             )
@@ -325,6 +333,15 @@ class Inbox:
         if inbound_at is not None:
             payload[INBOUND_AT] = inbound_at
         tx.queue_outbound(contact.channel, outbound.text, payload)
+
+
+def _fresh_invitation(contact: ContactInfo, now: datetime) -> str | None:
+    """The survey a broadcast invited the contact to, unless the invitation is stale."""
+    sent = _posix(contact.invited_at)
+    if contact.invited_flow is None or sent is None:
+        return None
+    fresh = now.timestamp() - sent <= INVITATION_TTL.total_seconds()
+    return contact.invited_flow if fresh else None
 
 
 def _posix(moment: datetime | None) -> float | None:

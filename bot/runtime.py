@@ -14,8 +14,10 @@ from datetime import timedelta
 from typing import Any
 
 from consulta.adapters import simulator
+from consulta.adapters.delivery import Pacing
 from consulta.adapters.message import Channel, Inbound
-from consulta.bot.channels import configured_channels
+from consulta.bot.broadcasts import Broadcaster
+from consulta.bot.channels import close_pacing, configured_channels, open_pacing
 from consulta.bot.config import Settings
 from consulta.bot.inbox import Inbox
 from consulta.bot.metrics import Metrics
@@ -25,6 +27,7 @@ from consulta.bot.spool import Entry, Spool, SpoolFull
 from consulta.flows.check import load_library
 from consulta.flows.engine import Engine
 from consulta.flows.model import Flow
+from consulta.storage.broadcasts import Broadcasts
 from consulta.storage.data_rights import DataRights
 from consulta.storage.db import connect, migrate_async
 from consulta.storage.errors import is_unavailable
@@ -75,7 +78,9 @@ class Runtime:
     spool: Spool
     presence: Presence | None = None
     channels: list[Channel] = field(default_factory=list)
+    pacing: Pacing | None = None  # the channels' send caps, shared through Redis when set
     groups: Groups = field(init=False)
+    broadcasts: Broadcasts = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _passes: dict[int, bool] = field(default_factory=dict)  # contact → another pass wanted
     _handling: Outage = field(default_factory=lambda: Outage("handling messages"))
@@ -83,6 +88,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.groups = Groups(self.store)
+        self.broadcasts = Broadcasts(self.store.engine, self.settings.default_language)
 
     @classmethod
     async def create(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -111,7 +117,8 @@ class Runtime:
         inbox = Inbox(
             store, states, engine, outbox, media=MediaStore(settings.media_dir), metrics=metrics
         )
-        channels = configured_channels(settings)
+        pacing = open_pacing(settings)
+        channels = configured_channels(settings, pacing)
         for channel in channels:
             outbox.register(channel.name, channel)
             inbox.channels[channel.name] = channel
@@ -128,6 +135,7 @@ class Runtime:
             spool,
             presence,
             channels,
+            pacing=pacing,
             metrics=metrics,
         )
         if presence is not None and settings.redis_url:
@@ -177,13 +185,20 @@ class Runtime:
             await self._spool("status", **fields)
             return
         try:
-            await self.store.replies.update_status_by_provider_id(
-                channel, provider_id, status, error
-            )
+            await self._delivery_status(channel, provider_id, status, error)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
             await self._spool("status", **fields)
+
+    async def _delivery_status(
+        self, channel: str, provider_id: str, status: str, error: str | None
+    ) -> None:
+        """A reply's, or a broadcast recipient's, delivery status."""
+        if not await self.store.replies.update_status_by_provider_id(
+            channel, provider_id, status, error
+        ):
+            await self.broadcasts.record_status(channel, provider_id, status, error)
 
     async def _spool(self, kind: str, **fields: Any) -> None:
         try:
@@ -368,7 +383,7 @@ class Runtime:
     async def _replay(self, entry: Entry) -> int | None:
         data = entry.data
         if data.get("kind") == "status":
-            await self.store.replies.update_status_by_provider_id(
+            await self._delivery_status(
                 data["channel"], data["provider_id"], data["status"], data.get("error")
             )
             return None
@@ -381,9 +396,24 @@ class Runtime:
         """Keep this process's share of the work going until `stop` is set: presence, the
         spool, the sweeper and (with `send`) the outbox senders. Outages are waited out."""
         jobs = [self._supervise(stop)]
+        notes = redis_client(self.settings.redis_url) if self.settings.redis_url else None
         if send:
-            jobs.append(self.outbox.run(stop))
-        await asyncio.gather(*jobs)
+            broadcaster = Broadcaster(
+                self.broadcasts,
+                self.store,
+                self.engine,
+                self.settings,
+                self.outbox.senders,
+                holder=self.queue.holder,
+                presence=self.presence,
+                redis=notes,
+            )
+            jobs += [self.outbox.run(stop), broadcaster.run(stop)]
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            if notes is not None:
+                await notes.aclose()
 
     async def _supervise(self, stop: asyncio.Event) -> None:
         redis, database = Outage("Redis"), Outage("the database")
@@ -435,6 +465,7 @@ class Runtime:
         for channel in self.channels:
             with contextlib.suppress(Exception):
                 await channel.close()
+        await close_pacing(self.pacing)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -84,6 +84,10 @@ class Resident:
     language: str | None = None
     profile: Mapping[str, Any] = field(default_factory=dict)
     completed: frozenset[str] = frozenset()  # flows this resident has finished before
+    # A survey whose first question a broadcast asked them (still fresh), and when (POSIX time):
+    # their next message answers it, unless they wrote since (then they are elsewhere).
+    invitation: str | None = None
+    invited_at: float = 0.0
 
 
 @dataclass
@@ -360,6 +364,10 @@ class Engine:
             self._answer_resume(turn, msg)
             return
         keyword_flow, keyword_lang = (None, None) if conv.flow else self.flow_for_keyword(msg.text)
+        invited = self._invited(turn, conv, keyword_flow)
+        if invited is not None:
+            self._accept_invitation(turn, invited, msg, now)
+            return
         if keyword_lang and not turn.lang:
             turn.set_language(keyword_lang)
         if not self._ensure_language(turn, msg, start=keyword_flow.id if keyword_flow else None):
@@ -381,6 +389,36 @@ class Engine:
             return
         if conv.updated and now.timestamp() - conv.updated > self.idle_timeout.total_seconds():
             self._offer_resume(turn, flow)
+            return
+        self._answer(turn, flow, state, msg, now.date())
+
+    def invitation(self, flow: Flow, lang: str) -> list[Prompt]:
+        """What a broadcast says to invite a resident to `flow`: what starting it would say (its
+        opening messages and its first question, the consent one) in `lang`."""
+        turn = _Turn(self, Conversation(), Resident(language=lang))
+        self._start(turn, flow, None)
+        return turn.replies
+
+    def _invited(self, turn: _Turn, conv: Conversation, keyword: Flow | None) -> Flow | None:
+        """The survey a broadcast invited them to, when the invitation is the last thing they
+        were asked: newer than their last message, and not outranked by a keyword."""
+        flow = self.flows.get(turn.invitation or "")
+        if flow is None or keyword is not None or flow.id in turn.completed:
+            return None
+        if conv.flow is not None and turn.invited_at <= conv.updated:
+            return None  # they have written since: that survey is where they are
+        return flow
+
+    def _accept_invitation(self, turn: _Turn, flow: Flow, msg: Message, now: datetime) -> None:
+        """The resident answers the question a broadcast asked them: start the survey without
+        saying it again, and take their message as the answer to where it stands."""
+        # The invitation went out in their language, or in the default one when none was known.
+        turn.set_language(turn.lang or self.default_language)
+        said = len(turn.replies)
+        self._start(turn, flow, None)
+        del turn.replies[said:]
+        state = flow.states.get(turn.conv.state or "")
+        if turn.conv.flow is None or state is None:  # a flow that asks nothing: it has ended
             return
         self._answer(turn, flow, state, msg, now.date())
 
@@ -674,6 +712,7 @@ class _Turn:
         self.lang: str = resident.language if resident.language in LANGUAGES else ""
         self.profile: dict[str, Any] = dict(resident.profile)
         self.completed = resident.completed
+        self.invitation, self.invited_at = resident.invitation, resident.invited_at
         self.effects: list[Effect] = []
         self.replies: list[Prompt] = []
 

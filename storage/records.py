@@ -23,6 +23,8 @@ class ContactInfo:
     opted_out: bool
     name: str | None
     last_inbound_at: datetime | None
+    invited_flow: str | None = None  # the survey a broadcast invited them to …
+    invited_at: datetime | None = None  # … and when (naive on SQLite: UTC)
 
 
 # A `ContactInfo`'s fields, in order: `ContactInfo(*row)` of a row selected with these.
@@ -36,6 +38,8 @@ CONTACT_COLUMNS = (
     Contact.opted_out,
     Contact.name,
     Contact.last_inbound_at,
+    Contact.invited_flow,
+    Contact.invited_at,
 )
 
 

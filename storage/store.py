@@ -50,6 +50,8 @@ def _info(c: Contact) -> ContactInfo:
         c.opted_out,
         c.name,
         c.last_inbound_at,
+        c.invited_flow,
+        c.invited_at,
     )
 
 

@@ -88,9 +88,18 @@ def sign(form: dict[str, str], path: str = "/webhooks/twilio") -> str:
 class Phone:
     """A resident's phone: sends signed webhooks, reads what the bot sent back."""
 
-    def __init__(self, client: TestClient, rt: Runtime, double: TwilioDouble, *, sms: bool = False):
+    def __init__(
+        self,
+        client: TestClient,
+        rt: Runtime,
+        double: TwilioDouble,
+        *,
+        sms: bool = False,
+        number: str = RESIDENT,
+    ):
         self.client, self.rt, self.double, self.sms = client, rt, double, sms
-        self.to = RESIDENT if sms else f"whatsapp:{RESIDENT}"
+        self.number = number
+        self.to = number if sms else f"whatsapp:{number}"
         self.seen = 0
 
     def form(self, body: str = "", **extra: str) -> dict[str, str]:
@@ -106,7 +115,7 @@ class Phone:
             "ApiVersion": "2010-04-01",
         }
         if not self.sms:
-            form |= {"ProfileName": "Doña Lupe", "WaId": RESIDENT[1:]}
+            form |= {"ProfileName": "Doña Lupe", "WaId": self.number[1:]}
         return form | extra
 
     async def post(self, form: dict[str, str], signature: str | None = None) -> int:

@@ -347,3 +347,80 @@ async def test_a_revoked_admin_is_refused_and_refusals_are_counted_by_route(
     text = (await (await client.get("/metrics")).read()).decode()
     assert 'consulta_rejected_requests_total{route="/api/v1/contacts/{address}"} 1.0' in text
     assert "+52177" not in text  # a route, never a resident's address
+
+
+async def test_admins_run_broadcasts_and_analysts_follow_them(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, tokens = api
+    admin, analyst = bearer(tokens["admin"]), bearer(tokens["analyst"])
+    body = {"texts": {"es": "Asamblea el sábado"}, "audience": {"channels": ["whatsapp"]}}
+    dry = await client.post("/api/v1/broadcasts", json={**body, "dry_run": True}, headers=admin)
+    plan = await dry.json()
+    assert dry.status == 200 and plan["recipients"] == 7
+    assert plan["counts"] == [{"channel": "whatsapp", "language": "es", "recipients": 7}]
+    assert await (await client.get("/api/v1/broadcasts", headers=analyst)).json() == []
+
+    refused = await client.post("/api/v1/broadcasts", json=body, headers=analyst)
+    assert refused.status == 403
+    later = {**body, "at": "2099-01-01T10:00:00"}
+    created = await client.post("/api/v1/broadcasts", json=later, headers=admin)
+    info = await created.json()
+    assert created.status == 201 and info["status"] == "scheduled" and info["recipients"] == 7
+    assert info["created_by"] == "Adela Admin"
+    shown = await (await client.get(f"/api/v1/broadcasts/{info['id']}", headers=analyst)).json()
+    assert shown["funnel"] == {"sent": 0, "delivered": 0, "read": 0, "answered": 0}
+
+    url = f"/api/v1/broadcasts/{info['id']}"
+    assert (await client.post(f"{url}/pause", headers=analyst)).status == 403
+    assert (await (await client.post(f"{url}/pause", headers=admin)).json())["status"] == "paused"
+    twice = await client.post(f"{url}/pause", headers=admin)
+    assert twice.status == 409 and "paused" in (await twice.json())["error"]
+    assert (await client.post(f"{url}/resume", headers=admin)).status == 200
+    assert (await client.post(f"{url}/resume", headers=admin)).status == 409
+    assert (await client.post(f"{url}/cancel", headers=admin)).status == 200
+    assert (await client.get("/api/v1/broadcasts/999", headers=analyst)).status == 404
+    assert (await client.get("/api/v1/broadcasts/x", headers=analyst)).status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"flow": "nope"}, "no flow"),
+        ({"texts": {"es": "x"}, "template": "unconfigured"}, "template"),
+        ({"texts": {"es": "x"}, "at": "2020-01-01T00:00:00Z"}, "past"),
+        ({"texts": {"de": "Hallo"}}, "texts"),
+        ({"texts": {"es": "x"}, "audience": {"where": {"colour": ["red"]}}}, "colour"),
+        ({"texts": {"es": "x"}, "audience": {"channels": ["fax"]}}, "channels"),
+        ({"texts": {"es": "x"}, "surprise": 1}, "surprise"),
+        ({}, "either"),
+    ],
+)
+async def test_a_broadcast_the_api_cannot_send_is_a_400_with_a_reason(
+    api: tuple[TestClient, dict[str, str]], body: dict[str, Any], reason: str
+) -> None:
+    client, tokens = api
+    response = await client.post("/api/v1/broadcasts", json=body, headers=bearer(tokens["admin"]))
+    assert response.status == 400
+    assert reason in (await response.json())["error"]
+    listed = await client.get("/api/v1/broadcasts", headers=bearer(tokens["admin"]))
+    assert await listed.json() == []
+    garbage = await client.post(
+        "/api/v1/broadcasts", data=b"{not json", headers=bearer(tokens["admin"])
+    )
+    assert garbage.status == 400
+
+
+async def test_a_parameter_an_operation_does_not_take_is_named_in_a_400(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, tokens = api
+    typo = await client.get(
+        "/api/v1/flows/priorities/submissions?territroy=centro", headers=bearer(tokens["analyst"])
+    )
+    assert typo.status == 400
+    assert "territroy" in (await typo.json())["error"]
+    fine = await client.get(
+        "/api/v1/flows/priorities/export.csv?territory=centro", headers=bearer(tokens["analyst"])
+    )
+    assert fine.status == 200

@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from consulta.adapters.message import Inbound
 from consulta.bot.api import PREFIX, openapi
@@ -109,6 +110,13 @@ def served(
     suppress_health_check=list(HealthCheck),
 )
 def test_the_api_answers_as_described(case: schemathesis.Case, served: Served) -> None:
+    # A broadcast the description allows can still name a flow that does not exist, a template
+    # that is not configured or a time in the past: the API refuses it with a 400 and a reason,
+    # by design. Every other operation must accept whatever the description allows.
+    creating = case.operation.method.upper() == "POST" and case.operation.path == "/broadcasts"
     case.call_and_validate(
-        base_url=served.url, headers={"Authorization": f"Bearer {served.token}"}, timeout=30
+        base_url=served.url,
+        headers={"Authorization": f"Bearer {served.token}"},
+        timeout=30,
+        excluded_checks=[positive_data_acceptance] if creating else [],
     )

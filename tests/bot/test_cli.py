@@ -533,3 +533,45 @@ def test_logged_database_errors_do_not_quote_row_values() -> None:
     line = formatter.format(record)
     assert "unique constraint" in line and "DETAIL" in line
     assert "+5215550001" not in line and "whatsapp, " not in line
+
+
+def test_broadcasts_from_the_command_line(env: dict[str, str], tmp_path: Path) -> None:
+    for who, lang in (("+5217700000001", "es"), ("+5217700000002", "en")):
+        run(["chat", "--lang", lang, "--as", who], env, stdin="1\n")  # consent: yes
+    dry = run(["broadcast", "create", "--flow", "report", "--dry-run"], env)
+    assert dry.returncode == 0, dry.stderr
+    assert "terminal" in dry.stdout and "total        2" in dry.stdout
+    assert "changed nothing" in dry.stdout
+
+    missing = run(["broadcast", "create", "--text-es", "Hola", "--channel", "sms"], env)
+    assert missing.returncode == 0  # nobody on SMS: no language is needed
+    refused = run(["broadcast", "create", "--text-es", "Hola"], env)
+    assert refused.returncode == 1 and "no text in en" in refused.stderr
+    unknown = run(["broadcast", "create", "--flow", "nope"], env)
+    assert unknown.returncode == 1 and "no flow 'nope'" in unknown.stderr
+    past = run(["broadcast", "create", "--flow", "report", "--at", "2020-01-01T10:00"], env)
+    assert past.returncode == 1 and "in the past" in past.stderr
+    bad_where = run(["broadcast", "create", "--flow", "report", "--where", "colour=red"], env)
+    assert bad_where.returncode == 1 and "colour" in bad_where.stderr
+
+    message = tmp_path / "assembly.yaml"
+    message.write_text("es: Asamblea mañana\nen: Assembly tomorrow\nfr: Assemblée demain\n")
+    created = run(
+        ["broadcast", "create", "--message", str(message), "--at", "2099-01-01T10:00"], env
+    )
+    assert created.returncode == 0, created.stderr
+    assert "2 recipients" in created.stdout
+    broadcast_id = created.stdout.split()[1].rstrip(":")
+    listed = run(["broadcast", "list"], env)
+    assert f"{broadcast_id}\tscheduled\tmessage\t2 recipients" in listed.stdout
+    assert run(["broadcast", "pause", broadcast_id], env).stdout.strip().endswith("paused")
+    again = run(["broadcast", "pause", broadcast_id], env)
+    assert again.returncode == 1 and "paused" in again.stderr
+    assert run(["broadcast", "resume", broadcast_id], env).returncode == 0
+    twice = run(["broadcast", "resume", broadcast_id], env)
+    assert twice.returncode == 1 and "not paused" in twice.stderr
+    assert run(["broadcast", "cancel", broadcast_id], env).returncode == 0
+    shown = run(["broadcast", "show", broadcast_id], env)
+    assert shown.returncode == 0 and "cancelled" in shown.stdout and "funnel" in shown.stdout
+    nothing = run(["broadcast", "show", "999"], env)
+    assert nothing.returncode == 1 and "no broadcast 999" in nothing.stderr

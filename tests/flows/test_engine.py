@@ -498,3 +498,79 @@ def test_a_no_says_the_flows_own_words_when_it_has_them() -> None:
     chat.send("hola")
     assert chat.send("no") == engine.flows["priorities"].state("declined").text["es"]
     assert _kept(chat) == [] and not chat.conv.active
+
+
+# --- broadcast invitations ------------------------------------------------------------------
+
+
+def invited(chat: Chat, flow: str = "kinds", at: datetime = NOW) -> Chat:
+    """A resident a broadcast asked the first question of `flow` at `at`."""
+    original = chat.engine.handle
+
+    def handle(conv: Conversation, resident: Resident, *args: Any) -> Any:
+        invitation = replace(resident, invitation=flow, invited_at=at.timestamp())
+        return original(conv, invitation, *args)
+
+    chat.engine.handle = handle  # type: ignore[method-assign]
+    return chat
+
+
+def test_an_invitation_says_what_starting_the_survey_says() -> None:
+    engine = make_engine()
+    said = [p.text for p in engine.invitation(engine.flows["kinds"], "en")]
+    fresh = Chat(engine=make_engine(), language="en")
+    fresh.send(start="kinds")
+    assert said == fresh.replies
+    assert said[-1].startswith("Do you agree?")
+
+
+def test_the_answer_to_an_invitation_answers_its_first_question() -> None:
+    chat = invited(Chat(language="es"))
+    reply = chat.send("1")  # the consent question the broadcast asked
+    assert "Edad" in reply and "Hola" not in reply  # not asked again: on to the next question
+    assert chat.answers() == {"consent": True}
+    assert isinstance(chat.effects[0], StartSubmission) and chat.effects[0].flow == "kinds"
+
+
+def test_declining_an_invitation_keeps_nothing_but_the_refusal() -> None:
+    chat = invited(Chat(language="fr"))
+    chat.send("non")
+    assert any(isinstance(e, DeclineSubmission) for e in chat.effects)
+    assert chat.answers() == {}
+    assert not chat.conv.active
+
+
+def test_an_invitation_in_no_known_language_is_answered_in_the_default_one() -> None:
+    chat = invited(Chat(language=None))
+    reply = chat.send("1")
+    assert "Edad" in reply
+    assert chat.language == "es"
+
+
+def test_a_keyword_or_a_survey_already_done_outranks_an_invitation() -> None:
+    chat = invited(Chat(), flow="kinds")
+    chat.send("reporte")
+    assert chat.conv.flow == "consented"  # the keyword's flow, not the invitation's
+    done = invited(Chat(completed=frozenset({"kinds"})))
+    done.send("1")
+    assert done.conv.flow != "kinds"
+
+
+def test_an_invitation_newer_than_the_survey_a_resident_left_is_what_they_answer() -> None:
+    chat = Chat()
+    chat.send(start="consented")  # in another survey, left at its first question…
+    chat.now = NOW + timedelta(hours=2)
+    invited(chat, at=NOW + timedelta(hours=1))  # …then invited to this one
+    assert "Edad" in chat.send("1")
+    assert chat.conv.flow == "kinds"
+    chat.send("2")  # from now on they are in it: the invitation is not taken up again
+    assert chat.answers()["age"] == "older"
+
+
+def test_an_invitation_older_than_their_last_message_does_not_pull_them_out() -> None:
+    chat = Chat()
+    chat.send(start="consented")
+    invited(chat, at=NOW - timedelta(hours=1))
+    chat.now = NOW + timedelta(minutes=1)
+    chat.send("1")
+    assert chat.conv.flow == "consented"
