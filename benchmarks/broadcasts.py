@@ -55,6 +55,16 @@ class Case:
     rate: float
     recipients: int
     kill: bool = False
+    kill_after: float = 5.0  # seconds after the broadcast is created
+
+
+@dataclass
+class Outcome:
+    lines: list[str]
+    received: int  # messages at the double
+    duplicates: int  # residents who received it more than once (each extra copy)
+    lost: int  # recipients not sent, or sent and never received
+    busiest: int  # most arrivals in one second, after the first
 
 
 async def _residents(url: str, n: int) -> None:
@@ -102,7 +112,7 @@ def _busiest_second(times: list[float]) -> tuple[int, float]:
     return most, at
 
 
-async def run_case(case: Case, cluster: PostgresCluster, root: Path) -> list[str]:
+async def run_case(case: Case, cluster: PostgresCluster, root: Path) -> Outcome:
     home = root / case.name
     home.mkdir()
     database_url = await asyncio.to_thread(cluster.create_database, f"bc_{case.name}")
@@ -137,7 +147,7 @@ async def run_case(case: Case, cluster: PostgresCluster, root: Path) -> list[str
         bound = case.recipients / case.rate * 2 + 60
         while time.time() - began < bound:
             await asyncio.sleep(0.5)
-            if case.kill and killed_at is None and time.time() - began >= 5:
+            if case.kill and killed_at is None and time.time() - began >= case.kill_after:
                 procs.kill("worker-1")
                 killed_at = time.time()
                 await asyncio.sleep(2)
@@ -178,12 +188,17 @@ async def run_case(case: Case, cluster: PostgresCluster, root: Path) -> list[str
             f"(not sent {not_sent}, sent but never received {never_received})"
         )
         if killed_at is not None:
-            lines.append(f"worker-1 SIGKILLed {killed_at - began:.1f} s in, restarted 2 s later")
+            sent_before = sum(1 for t in times if t < killed_at)
+            lines.append(
+                f"worker-1 SIGKILLed {killed_at - began:.1f} s in ({sent_before} sent by then), "
+                "restarted 2 s later"
+            )
         for name in WORKERS:
             errors = [ln for ln in procs.log(name).splitlines() if "ERROR" in ln or "Trace" in ln]
             if errors:
                 lines.append(f"{name}: {len(errors)} error lines, first: {errors[0][:160]}")
-        return lines
+        lost = max(0, not_sent) + max(0, never_received)
+        return Outcome(lines, len(times), duplicates, lost, settled if len(times) >= 2 else 0)
     finally:
         await asyncio.to_thread(procs.stop_all)
         await double.stop()
@@ -207,7 +222,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for name in chosen:
             case = cases[name]
             print(f"\n== {name}: {case.recipients:,} recipients at {case.rate:g}/s ==", flush=True)
-            for line in await run_case(case, cluster, root):
+            for line in (await run_case(case, cluster, root)).lines:
                 print(f"  {line}", flush=True)
     finally:
         if args.keep:

@@ -331,10 +331,14 @@ class Broadcaster:
         noted = await self.notes.get_many([r.id for r in batch])
         if noted:
             await self.broadcasts.sent(list(noted.items()))
-        outside = [r.id for r in batch if r.id not in noted and self._outside_window(r, now)]
+        left = [r for r in batch if r.id not in noted]
+        opted_out = [r.id for r in left if r.opted_out]  # since the broadcast started
+        if opted_out:
+            await self.broadcasts.skipped(opted_out, "opted out")
+        outside = [r.id for r in left if not r.opted_out and self._outside_window(r, now)]
         if outside:
             await self.broadcasts.skipped(outside, "outside window")
-        todo = [r for r in batch if r.id not in noted and r.id not in set(outside)]
+        todo = [r for r in left if not r.opted_out and r.id not in set(outside)]
         outcomes: list[tuple[int, str]] = []
         gate = asyncio.Semaphore(CONCURRENCY)
 

@@ -229,6 +229,7 @@ class Recipient:
     flow_id: str | None
     texts: dict[str, str]
     template: str | None
+    opted_out: bool = False  # since the broadcast started: they are skipped
 
 
 _INFO_COLUMNS = (
@@ -635,6 +636,7 @@ class Broadcasts:
                     Broadcast.flow_id,
                     Broadcast.texts,
                     Broadcast.template,
+                    func.coalesce(Contact.opted_out, False).label("opted_out"),
                 )
                 .join(Broadcast, Broadcast.id == BR.broadcast_id)
                 .outerjoin(Contact, Contact.id == BR.contact_id)
@@ -656,19 +658,29 @@ class Broadcasts:
                     flow_id=row.flow_id,
                     texts=dict(row.texts or {}),
                     template=row.template,
+                    opted_out=bool(row.opted_out),
                 )
                 for row in rows
             ]
 
     async def release(self, holders: Collection[str]) -> int:
-        """Put back the recipients processes that died were sending to. Returns how many."""
+        """Put back the recipients processes that died were sending to (skipped, "cancelled",
+        when their broadcast was cancelled meanwhile). Returns how many."""
         if not holders:
             return 0
+        now = utcnow()
+        held = and_(BR.state == "sending", BR.claimed_by.in_(list(holders)))
+        cancelled = select(Broadcast.id).where(Broadcast.status == "cancelled")
         async with self.engine.begin() as conn:
+            await conn.execute(
+                update(BR)
+                .where(held, BR.broadcast_id.in_(cancelled.scalar_subquery()))
+                .values(state="skipped", reason="cancelled", claimed_by=None, updated_at=now)
+            )
             result = await conn.execute(
                 update(BR)
-                .where(BR.state == "sending", BR.claimed_by.in_(list(holders)))
-                .values(state="queued", claimed_by=None, claimed_until=None, updated_at=utcnow())
+                .where(held)
+                .values(state="queued", claimed_by=None, claimed_until=None, updated_at=now)
             )
             return int(result.rowcount)
 

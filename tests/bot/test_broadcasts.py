@@ -311,3 +311,17 @@ async def test_neighbourhood_groups_get_the_message_of_their_territory(
     await send_all(broadcaster)
     assert town.telegram.texts_to(tg.GROUP_ID) == ["Hola"]
     assert town.telegram.texts_to(-1009999) == []
+
+
+async def test_a_resident_who_opts_out_during_a_broadcast_is_skipped(
+    rt: Runtime, town: Town, broadcaster: Broadcaster
+) -> None:
+    info = await bc.create(rt.broadcasts, rt.settings, rt.engine, Audience(), texts=TEXTS)
+    await broadcaster.housekeeping(NOON)  # started: the recipients are written
+    await town.es.say("baja")  # and then one of them unsubscribes
+    town.es.replies()
+    await send_all(broadcaster)
+    assert town.es.replies() == ""
+    assert town.en.replies() == TEXTS["en"]
+    progress = await rt.broadcasts.progress(info.id, NOON)
+    assert progress.skipped_by_reason == {"opted out": 1}
