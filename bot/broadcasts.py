@@ -18,7 +18,6 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -48,7 +47,6 @@ __all__ = [
     "Broadcaster",
     "Plan",
     "create",
-    "describe",
     "eta_seconds",
     "funnel",
     "plan",
@@ -429,23 +427,3 @@ class Broadcaster:
             self._invitations[key] = replace(last, text=text)
         return self._invitations[key]
 
-
-def describe(info: BroadcastInfo) -> dict[str, Any]:
-    """A broadcast as the CLI prints it and the API returns it (progress aside)."""
-    return {
-        "id": info.id,
-        "kind": info.kind,
-        "flow": info.flow_id,
-        "texts": dict(info.texts),
-        "audience": info.audience.to_dict(),
-        "template": info.template,
-        "status": info.status,
-        "send_at": info.send_at.isoformat(timespec="seconds"),
-        "created_by": info.created_by,
-        "created_at": info.created_at.isoformat(timespec="seconds"),
-        "started_at": info.started_at.isoformat(timespec="seconds") if info.started_at else None,
-        "finished_at": (
-            info.finished_at.isoformat(timespec="seconds") if info.finished_at else None
-        ),
-        "recipients": info.recipients,
-    }
