@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from consulta.bot import broadcast_api
+from consulta.bot import broadcast_api, report_api
 from consulta.bot.export import FORMATS, PREVIEW_CHANNELS, Export, write_export
 from consulta.bot.runtime import Runtime
 from consulta.bot.web import (
@@ -328,4 +328,5 @@ def build_api(runtime: Runtime) -> web.Application:
     api.router.add_get("/contacts/{address}", contact)
     api.router.add_delete("/contacts/{address}", contact)
     broadcast_api.add_routes(api)
+    report_api.add_routes(api)
     return api

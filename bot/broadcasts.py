@@ -426,4 +426,3 @@ class Broadcaster:
             text = "\n\n".join(p.text for p in prompts)
             self._invitations[key] = replace(last, text=text)
         return self._invitations[key]
-

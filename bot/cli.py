@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from consulta.bot import broadcast_cli
+from consulta.bot import broadcast_cli, report_cli, territory_cli
 from consulta.bot.config import ConfigError, Settings
 from consulta.bot.logs import PrivateFormatter, configure_logging, secrets_of
 
@@ -107,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     staff_commands.add_parser("list", help="the accounts")
 
     broadcast_cli.add_parser(commands)
+    territory_cli.add_parser(commands)
+    report_cli.add_parser(commands)
 
     db = commands.add_parser("db", help="the database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -161,6 +163,9 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         "contacts": _contacts,
         "staff": _staff,
         "broadcast": broadcast_cli.run,
+        "territories": territory_cli.run,
+        "reports": report_cli.run,
+        "liaisons": report_cli.run,
     }[args.command]
     if args.command in ("serve", "worker"):
         with serving_loop() as loop:
@@ -433,8 +438,11 @@ async def _telegram(settings: Settings, args: argparse.Namespace) -> int:
                 url = await staff.set_webhook(channel, settings.default_language)
                 print(f"Telegram will post updates to {url}; commands set in es, en and fr")
             elif action == "groups" and args.groups_command == "add":
+                known = await runtime.territories.codes()
                 print(
-                    await staff.register_group(runtime.groups, args.chat, args.territory, args.lang)
+                    await staff.register_group(
+                        runtime.groups, args.chat, args.territory, args.lang, known
+                    )
                 )
             elif action == "groups":
                 for g in await runtime.groups.all(CHANNEL):

@@ -40,6 +40,7 @@ from consulta.storage.models import utcnow
 from consulta.storage.records import ContactInfo, InboxView
 from consulta.storage.state import Held, StateStore
 from consulta.storage.store import Store
+from consulta.storage.territories import Territories
 from consulta.storage.turns import Changes
 
 __all__ = ["Inbox", "Received"]
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 LANGUAGE_NAMES = {"es": "Español", "en": "English", "fr": "Français"}
 FLOOD_BACKLOG = 20  # a resident with more messages waiting than this is flooding…
 FLOOD_PAUSE = 0.02  # …and is handled at most 50 messages a second
+# Answers naming a place, matched to a territory by name (a pin is placed by its outline).
+PLACE_QUESTIONS = frozenset({"neighbourhood", "municipality", "colonia"})
 # A broadcast's survey invitation is answered within this; later, a message starts afresh.
 INVITATION_TTL = timedelta(days=7)
 
@@ -138,6 +141,7 @@ class Inbox:
         metrics: Metrics | None = None,
     ) -> None:
         self.store, self.states, self.engine, self.outbox = store, states, engine, outbox
+        self.territories: Territories | None = None  # the catalogue answers are placed in
         self.clock = clock
         self.media = media
         self.metrics = metrics if metrics is not None else outbox.metrics
@@ -191,6 +195,50 @@ class Inbox:
         if received.contact_id is not None:
             await self.process(received.contact_id)
         return received
+
+    async def _known_territories(self, effects: list[Effect]) -> list[Effect]:
+        """A deep link's territory that the catalogue does not know is ignored (and said)."""
+        if self.territories is None or not any(
+            isinstance(e, StartSubmission) and e.territory for e in effects
+        ):
+            return effects
+        known = await self.territories.codes()
+        kept: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, StartSubmission) and effect.territory and known:
+                if effect.territory not in known:
+                    log.info(
+                        "a link named territory %r, which the catalogue lacks: ignored",
+                        effect.territory[:64],
+                    )
+                    effect = replace(effect, territory=None)
+            kept.append(effect)
+        return kept
+
+    async def _places(self, effects: list[Effect]) -> dict[str, str]:
+        """The territory each answer places its submission in: a pin inside a territory's
+        outline, or a typed place or neighbourhood whose name matches one (a submission that
+        already has one, from a deep link or a group, keeps it)."""
+        if self.territories is None:
+            return {}
+        found: dict[str, str] = {}
+        for effect in effects:
+            if not isinstance(effect, SaveAnswer) or effect.submission in found:
+                continue
+            value, code = effect.value, None
+            try:
+                if isinstance(value, dict) and "latitude" in value and "longitude" in value:
+                    code = await self.territories.locate(value["latitude"], value["longitude"])
+                elif isinstance(value, dict) and isinstance(value.get("text"), str):
+                    code = await self.territories.match(value["text"])
+                elif effect.question in PLACE_QUESTIONS and isinstance(value, str):
+                    code = await self.territories.match(value)
+            except Exception as exc:  # a catalogue that cannot be read places nothing
+                if not is_unavailable(exc):
+                    raise
+            if code is not None:
+                found[effect.submission] = code
+        return found
 
     async def _keep_photos(self, channel_name: str, effects: list[Effect]) -> list[Effect]:
         """Download the photos that became answers — so only with the resident's consent, which
@@ -270,6 +318,8 @@ class Inbox:
             shown_in = language or self.engine.default_language
             replies.insert(0, Prompt(await self._my_data(contact, shown_in)))
         forget = next((e for e in outcome.effects if isinstance(e, ForgetMe)), None)
+        effects = await self._known_territories(effects)
+        places = await self._places(effects)
         async with self.store.changes(contact) as tx:
             for effect in effects:
                 apply_effect(tx, effect)
@@ -279,6 +329,8 @@ class Inbox:
                 tx.save_cursor(before.submission, {})  # left behind: not to be resumed
             if after.submission:
                 tx.save_cursor(after.submission, after.to_dict())
+            for submission, territory in places.items():
+                tx.place(submission, territory)
             tx.mark_processed(message_id)
             for prompt in replies:
                 self._queue(tx, contact, prompt, language, inbound_at)
@@ -296,6 +348,19 @@ class Inbox:
             return False
         await self._send_soon(contact, ids)
         return True
+
+    async def tell(self, contact_id: int, text: str, *, template: str | None = None) -> list[int]:
+        """A message to a resident outside any turn of theirs (a report's news), queued in the
+        message log like a reply and sent after theirs; outside WhatsApp's window only by
+        `template`. Nothing for a resident who opted out."""
+        contact = await self.store.contact(contact_id)
+        if contact.opted_out:
+            return []
+        outbound = replace(to_outbound(contact, Prompt(text), contact.language), template=template)
+        async with self.store.changes(contact) as tx:
+            tx.queue_outbound(contact.channel, outbound.text, outbound.to_dict())
+        await self._send_soon(contact, tx.outbound_ids)
+        return tx.outbound_ids
 
     async def _send_soon(self, contact: ContactInfo, ids: list[int]) -> None:
         """Queue a turn's replies. They are already in the message log, queued: if the queue

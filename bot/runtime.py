@@ -37,6 +37,7 @@ from consulta.storage.presence import Presence, dead_here, process_id
 from consulta.storage.records import ContactInfo
 from consulta.storage.state import StateStore, open_state_store, redis_client
 from consulta.storage.store import Store
+from consulta.storage.territories import Territories
 
 __all__ = ["Runtime", "Unavailable"]
 
@@ -81,6 +82,7 @@ class Runtime:
     pacing: Pacing | None = None  # the channels' send caps, shared through Redis when set
     groups: Groups = field(init=False)
     broadcasts: Broadcasts = field(init=False)
+    territories: Territories = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _passes: dict[int, bool] = field(default_factory=dict)  # contact → another pass wanted
     _handling: Outage = field(default_factory=lambda: Outage("handling messages"))
@@ -89,6 +91,8 @@ class Runtime:
     def __post_init__(self) -> None:
         self.groups = Groups(self.store)
         self.broadcasts = Broadcasts(self.store.engine, self.settings.default_language)
+        self.territories = Territories(self.store.engine)
+        self.inbox.territories = self.territories
 
     @classmethod
     async def create(cls, settings: Settings, *, migrate: bool = True) -> Runtime:

@@ -4,6 +4,7 @@ and native polls."""
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from telegram import BotCommand
 
@@ -47,9 +48,21 @@ class StaffError(ValueError):
 TERRITORY = re.compile(r"^[a-z0-9-]{1,40}$")
 
 
-async def register_group(groups: Groups, chat: str, territory: str, language: str | None) -> str:
+async def register_group(
+    groups: Groups,
+    chat: str,
+    territory: str,
+    language: str | None,
+    known: Collection[str] = (),
+) -> str:
+    """Give a group its territory: a code of the catalogue (`known`; any well-formed code while
+    no territory has been imported)."""
     if not TERRITORY.match(territory):
         raise StaffError("a territory is 1 to 40 lower-case letters, digits or hyphens")
+    if known and territory not in known:
+        raise StaffError(
+            f"no territory {territory!r} in the catalogue (`consulta territories list` shows them)"
+        )
     group = await groups.register(CHANNEL, chat, territory, language)
     return f"group {chat} ({group.title or 'no title yet'}) → territory {territory}"
 

@@ -33,10 +33,13 @@ __all__ = [
     "Consent",
     "Contact",
     "Group",
+    "Liaison",
     "MessageLog",
     "Poll",
+    "ReportChange",
     "StaffMember",
     "Submission",
+    "Territory",
     "utcnow",
 ]
 
@@ -286,3 +289,52 @@ class BroadcastRecipient(Base):
     claimed_until: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Territory(Base):
+    """A colonia, municipality or other area of the catalogue: deep links, groups, reports and
+    answers name one by `code`; a pin finds its own by `geometry` (GeoJSON, lon/lat), when it
+    has one (a CSV import gives none)."""
+
+    __tablename__ = "territories"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    parent: Mapped[str | None] = mapped_column(String(64))  # the code of the area it is in
+    geometry: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # Polygon | MultiPolygon
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReportChange(Base):
+    """One change of a report's status, by whom and when, with the note the reporter is told.
+
+    A report (a submission with a folio) is "received" until its first change; after that its
+    status is its latest change's (storage/reports.py says which changes are allowed).
+    """
+
+    __tablename__ = "report_changes"
+    __table_args__ = (Index("ix_report_changes_submission", "submission_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[str | None] = mapped_column(String(16))  # the original's folio
+    by: Mapped[str] = mapped_column(String(128))  # a staff member's name, or "system"
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Liaison(Base):
+    """A community liaison staff registered: recognised by their address on any channel (or on
+    `channel` only), their reports tagged as a liaison's and placed in their territory."""
+
+    __tablename__ = "liaisons"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str | None] = mapped_column(String(16))  # None: any channel
+    address: Mapped[str] = mapped_column(String(64), unique=True)  # E.164 phone or chat id
+    name: Mapped[str] = mapped_column(String(128))
+    territory: Mapped[str] = mapped_column(String(64), index=True)
+    language: Mapped[str | None] = mapped_column(String(2))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -125,6 +125,15 @@ class Statements:
         )
 
     @cached_property
+    def place_submission(self) -> Any:
+        """A territory for a submission that has none yet (from a pin or a typed place)."""
+        return (
+            update(Submission)
+            .where(Submission.id == bindparam("b_id"), Submission.territory.is_(None))
+            .values(territory=bindparam("b_territory"))
+        )
+
+    @cached_property
     def save_cursor(self) -> Any:
         return (
             update(Submission)
@@ -388,6 +397,7 @@ class Changes:
     _completed: list[str] = field(default_factory=list)
     _declined: list[str] = field(default_factory=list)
     _cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _places: dict[str, str] = field(default_factory=dict)  # submission → territory code
     _processed: list[int] = field(default_factory=list)
     _outbound: list[dict[str, Any]] = field(default_factory=list)
 
@@ -440,6 +450,10 @@ class Changes:
 
     def save_cursor(self, submission_id: str, cursor: dict[str, Any]) -> None:
         self._cursors[submission_id] = cursor
+
+    def place(self, submission_id: str, territory: str) -> None:
+        """The submission's territory, unless it has one already (a deep link's, a group's)."""
+        self._places.setdefault(submission_id, territory)
 
     def set_profile(self, name: str, value: Any) -> None:
         profile = self._contact_values.get("profile", self.contact.profile)
@@ -516,6 +530,11 @@ async def _write(sql: Statements, conn: AsyncConnection, turns: Sequence[Changes
         conn,
         sql.complete_submission,
         [{"b_id": s, "b_now": t.now} for t in turns for s in t._completed],
+    )
+    await _many(
+        conn,
+        sql.place_submission,
+        [{"b_id": s, "b_territory": code} for t in turns for s, code in t._places.items()],
     )
     await _many(
         conn,

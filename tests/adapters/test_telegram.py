@@ -471,6 +471,8 @@ async def test_an_invitation_opens_the_survey_privately_with_the_territory(
         await invite(telegram_of(rt), rt.groups, rt.flows, str(GROUP_ID), "priorities", "es")
     with pytest.raises(StaffError, match="territory"):
         await register_group(rt.groups, str(GROUP_ID), "Santa Julia!", "es")
+    with pytest.raises(StaffError, match="no territory 'santa-julia' in the catalogue"):
+        await register_group(rt.groups, str(GROUP_ID), "santa-julia", "fr", {"centro"})
     await register_group(rt.groups, str(GROUP_ID), "santa-julia", "fr")
     url = await invite(telegram_of(rt), rt.groups, rt.flows, str(GROUP_ID), "priorities", "es")
     assert url == "https://t.me/consulta_bot?start=prioridades_santa-julia"
