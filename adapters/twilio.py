@@ -52,6 +52,7 @@ MAX_MEDIA = 10  # WhatsApp and MMS carry at most 10 media per message
 OPTED_OUT = 21610  # "Attempt to send to unsubscribed recipient"
 PERMANENT_ERRORS = frozenset({21211, 21408, 21610, 21614, 63003, 63016, 63024})
 WINDOW = 24 * 60 * 60  # WhatsApp's customer-service window, in seconds
+CLOCK_SKEW = 5.0  # seconds Twilio's clock may differ from ours, when looking for a send
 # WhatsApp's limits for interactive messages (Twilio Content API quick-reply and list-picker).
 MAX_QUICK_REPLIES, QUICK_REPLY_TITLE = 3, 20
 MAX_LIST_ITEMS, LIST_ITEM_TITLE, LIST_ITEM_DESCRIPTION = 10, 24, 72
@@ -464,6 +465,31 @@ class TwilioChannel:
     async def close(self) -> None:
         if self.owns_routes:
             await self.gateway.close()
+
+    async def find_sent(self, message: Outbound, since: float) -> str | None:
+        """The sid of `message` if this sender created it at or after `since` (POSIX time): a
+        send whose answer was lost with the process that made it. None when Twilio has none."""
+        config = self.gateway.config
+        if self.name == WHATSAPP:
+            filters = {"to": f"whatsapp:{message.address}", "from_": config.whatsapp_from}
+        elif config.messaging_service_sid:  # any number of the pool may have sent it
+            filters = {"to": message.address}
+        else:
+            filters = {"to": message.address, "from_": config.sms_from}
+        try:
+            found = await self.gateway.client.messages.list_async(limit=20, **filters)
+        except TwilioRestException as exc:
+            raise _send_error(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"Twilio unreachable: {type(exc).__name__}") from exc
+        first_part = split_text(message.text, SMS_LIMIT)[0] if self.name == SMS else message.text
+        for sent in found:  # newest first
+            created = sent.date_created
+            if created is not None and created.timestamp() < since - CLOCK_SKEW:
+                break
+            if first_part and first_part in (sent.body or ""):
+                return str(sent.sid)
+        return None
 
     async def send(self, message: Outbound) -> Sent:
         config = self.gateway.config

@@ -27,6 +27,8 @@ import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +312,7 @@ class TwilioDouble:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._message)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages.json", self._list)
         app.router.add_post("/v1/Content", self._content)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -372,6 +375,36 @@ class TwilioDouble:
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
         }
         return web.json_response(resource, status=201)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Messages to `To` newest first, one page, as Twilio lists them (a sender that lost a
+        send's answer asks whether the message arrived)."""
+        to = request.query.get("To", "")
+        found = [
+            {
+                "sid": d.sid,
+                "account_sid": self.account_sid,
+                "to": d.to,
+                "body": d.text,
+                "status": "queued",
+                "date_created": format_datetime(datetime.fromtimestamp(d.at, UTC)),
+            }
+            for d in reversed(self.by_to.get(to, []))
+        ]
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        return web.json_response(
+            {
+                "messages": found[: int(request.query.get("PageSize", "50"))],
+                "first_page_uri": uri,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "page": 0,
+                "page_size": 50,
+                "start": 0,
+                "end": len(found),
+                "uri": uri,
+            }
+        )
 
     async def _content(self, request: web.Request) -> web.Response:
         body = await request.json()

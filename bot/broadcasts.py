@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -225,12 +226,29 @@ def eta_seconds(progress: Progress, settings: Settings, channels: Collection[str
 
 
 class SentNotes:
-    """ "The provider accepted recipient N's message as P": in Redis (shared by every process),
-    else in this process."""
+    """Notes on sends, in Redis (shared by every process), else in this process: "sending to
+    recipient N began at T", then "the provider accepted N's message as P"."""
 
     def __init__(self, client: aioredis.Redis | None) -> None:
         self.redis = client
         self._here: dict[int, str] = {}
+        self._began: dict[int, float] = {}
+
+    async def begin(self, recipient_id: int) -> None:
+        now = time.time()
+        if self.redis is None:
+            self._began[recipient_id] = now
+            return
+        await self.redis.set(f"{keys.BROADCAST_SENDING}{recipient_id}", repr(now), ex=NOTE_TTL)
+
+    async def begun(self, recipient_ids: Sequence[int]) -> dict[int, float]:
+        """When sending to each of these began, for those whose sending began before."""
+        if not recipient_ids:
+            return {}
+        if self.redis is None:
+            return {i: self._began[i] for i in recipient_ids if i in self._began}
+        found = await self.redis.mget([f"{keys.BROADCAST_SENDING}{i}" for i in recipient_ids])
+        return {i: float(t) for i, t in zip(recipient_ids, found, strict=True) if t}
 
     async def put(self, recipient_id: int, provider_id: str) -> None:
         if self.redis is None:
@@ -338,6 +356,14 @@ class Broadcaster:
             await self.broadcasts.skipped(outside, "outside window")
         todo = [r for r in left if not r.opted_out and r.id not in set(outside)]
         outcomes: list[tuple[int, str]] = []
+        # Begun by a process that died before it heard the provider's answer: the provider is
+        # asked whether it has the message; only if it has not is it sent (again).
+        begun = await self.notes.begun([r.id for r in todo])
+        for recipient in [r for r in todo if r.id in begun]:
+            found = await self._find(recipient, begun[recipient.id])
+            if found is not None:
+                outcomes.append((recipient.id, found))
+        todo = [r for r in todo if r.id not in {i for i, _ in outcomes}]
         gate = asyncio.Semaphore(CONCURRENCY)
 
         async def one(recipient: Recipient) -> None:
@@ -369,6 +395,7 @@ class Broadcaster:
             await self.broadcasts.requeue(recipient.id)
             return None
         try:
+            await self.notes.begin(recipient.id)
             sent = await sender.send(self._message(recipient))
         except SendError as error:
             await self._failed(recipient, error)
@@ -381,6 +408,20 @@ class Broadcaster:
         provider_id = sent.provider_id or f"local-{recipient.id}"
         await self.notes.put(recipient.id, provider_id)
         return provider_id
+
+    async def _find(self, recipient: Recipient, began: float) -> str | None:
+        """The provider's id for a message whose send began at `began` in a process that died,
+        if the provider has it (channels that cannot tell: None, and it is sent again)."""
+        find = getattr(self.senders.get(recipient.channel), "find_sent", None)
+        if find is None:
+            return None
+        try:
+            found: str | None = await find(self._message(recipient), began)
+        except SendError:
+            return None  # the provider cannot say now: sending again is the safer side
+        if found is not None:
+            log.info("broadcast %s: a send begun by a dead process arrived", recipient.broadcast_id)
+        return found
 
     async def _failed(self, recipient: Recipient, error: SendError) -> None:
         if error.opted_out:

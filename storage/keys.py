@@ -12,4 +12,5 @@ EPOCH = PREFIX + "epoch"  # set once per Redis lifetime: missing means Redis los
 SPOOL = PREFIX + "spool"  # list of webhooks waiting for the database (JSON, oldest first)
 SPOOL_REPLAYER = PREFIX + "spool:replayer"  # the process replaying the spool (short TTL)
 BROADCAST_SENT = PREFIX + "broadcast:sent:"  # + recipient id → provider id, once accepted
+BROADCAST_SENDING = PREFIX + "broadcast:sending:"  # + recipient id → POSIX time a send began
 PACE = PREFIX + "pace:"  # + sender ("twilio:whatsapp:+52…") → its send-rate tat (µs; idle: gone)

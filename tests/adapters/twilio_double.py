@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +38,7 @@ class TwilioDouble(LoopbackDouble):
     failures: deque[Failure] = field(default_factory=deque)
     contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # ContentSid → request
     contents_down: bool = False
+    created: list[tuple[str, float, dict[str, str]]] = field(default_factory=list)  # sid, time
     storage: str = ""  # where media redirects: another host's base URL; "" for this one
 
     def fail_next(self, status: int, code: int, message: str = "error", times: int = 1) -> None:
@@ -98,7 +102,38 @@ class TwilioDouble(LoopbackDouble):
             )
         self.messages.append({k: str(v) for k, v in form.items()})
         sid = "SM" + uuid.uuid4().hex
+        self.created.append((sid, time.time(), self.messages[-1]))
         return web.json_response(self._resource(sid, form), status=201)
+
+    async def _list_messages(self, request: web.Request) -> web.Response:
+        """Messages newest first, filtered by To and From, one page (as Twilio lists them)."""
+        if request.match_info["sid"] != self.account_sid or not self._authorised(request):
+            return web.json_response({"code": 20003, "status": 401}, status=401)
+        to, sender = request.query.get("To"), request.query.get("From")
+        found = [
+            {
+                **self._resource(sid, form),
+                "body": self.text_of(form),
+                "date_created": format_datetime(datetime.fromtimestamp(at, UTC)),
+            }
+            for sid, at, form in reversed(self.created)
+            if (to is None or form.get("To") == to)
+            and (sender is None or form.get("From") == sender)
+        ]
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        return web.json_response(
+            {
+                "messages": found[: int(request.query.get("PageSize", "50"))],
+                "first_page_uri": uri,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "page": 0,
+                "page_size": 50,
+                "start": 0,
+                "end": len(found),
+                "uri": uri,
+            }
+        )
 
     def _resource(self, sid: str, form: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -134,6 +169,7 @@ class TwilioDouble(LoopbackDouble):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create_message)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages.json", self._list_messages)
         app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{msg}/Media/{name}", self._media)
         app.router.add_get("/storage/{name}", self._storage)
         app.router.add_post("/v1/Content", self._create_content)

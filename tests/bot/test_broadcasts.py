@@ -325,3 +325,26 @@ async def test_a_resident_who_opts_out_during_a_broadcast_is_skipped(
     assert town.en.replies() == TEXTS["en"]
     progress = await rt.broadcasts.progress(info.id, NOON)
     assert progress.skipped_by_reason == {"opted out": 1}
+
+
+async def test_a_send_a_dead_process_began_is_recorded_if_it_arrived_and_sent_if_not(
+    rt: Runtime, town: Town, broadcaster: Broadcaster
+) -> None:
+    spanish = Audience(channels=("whatsapp",))
+    info = await bc.create(rt.broadcasts, rt.settings, rt.engine, spanish, texts=TEXTS)
+    await broadcaster.housekeeping(NOON)
+    # A process claims both, begins both sends, and dies: one reached Twilio (its answer was
+    # lost with the process), the other never left.
+    arrived, lost = await rt.broadcasts.claim("dead-process", 10, 0.0)  # lease already over
+    for recipient in (arrived, lost):
+        await broadcaster.notes.begin(recipient.id)
+    await rt.outbox.senders["whatsapp"].send(broadcaster._message(arrived))
+    sid = town.twilio.created[-1][0]
+    sent_before = len(town.twilio.messages)
+    await send_all(broadcaster)
+    assert len(town.twilio.messages) == sent_before + 1  # only the one that never left
+    rows = {r.id: r for r in await recipients(rt, info.id)}
+    assert rows[arrived.id].state == "sent" and rows[arrived.id].provider_id == sid
+    assert rows[lost.id].state == "sent" and rows[lost.id].provider_id != sid
+    assert town.es.replies().count(TEXTS["es"]) == 1
+    assert town.en.replies().count(TEXTS["en"]) == 1
