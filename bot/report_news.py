@@ -11,6 +11,7 @@ from consulta.storage.reports import Notice
 __all__ = ["TEMPLATE", "news", "tell_reporter"]
 
 TEMPLATE = "report_status"  # the TWILIO_TEMPLATES name used outside WhatsApp's window
+OPEN311 = "open311"  # the channel of reports posted through Open311: no resident to tell
 STATUS_LABELS = {
     "received": N_("report-status-received"),
     "in_review": N_("report-status-in_review"),
@@ -36,5 +37,8 @@ def news(notice: Notice) -> str:
 
 async def tell_reporter(inbox: Inbox, notice: Notice) -> list[int]:
     """Queue the news for the reporter (after whatever was still on its way to them); the ids
-    of the messages queued — none when they opted out."""
+    of the messages queued — none when they opted out, or when the report came through
+    Open311 (the system that posted it reads its status there)."""
+    if notice.channel == OPEN311:
+        return []
     return await inbox.tell(notice.contact_id, news(notice), template=TEMPLATE)

@@ -1,6 +1,7 @@
 """The web process (`consulta serve`): one root application with health, metrics, the channels'
-webhooks and the staff pages, and two sub-applications behind staff tokens — the staff API
-(`/api/v1`, in `api`) and the simulator's API (`/simulator/api`, here).
+webhooks and the staff pages; two sub-applications behind staff tokens — the staff API
+(`/api/v1`, in `api`) and the simulator's API (`/simulator/api`, here) — and Open311
+(`/open311/v2`, in `open311`), for the city's other systems.
 
 The process keeps no state of its own, so several of them can run side by side on one Redis and
 one PostgreSQL.
@@ -20,6 +21,8 @@ from consulta.adapters import simulator
 from consulta.bot.api import PREFIX as API_PREFIX
 from consulta.bot.api import build_api
 from consulta.bot.metrics import CONTENT_TYPE
+from consulta.bot.open311 import PREFIX as OPEN311_PREFIX
+from consulta.bot.open311 import build_open311
 from consulta.bot.runtime import Runtime
 from consulta.bot.web import (
     RUNTIME,
@@ -67,6 +70,7 @@ def build_app(runtime: Runtime) -> web.Application:
         app.router.add_routes(channel.routes(runtime))
     app.add_subapp(API_PREFIX, build_api(runtime))
     app.add_subapp(SIMULATOR_PREFIX, build_simulator_api(runtime))
+    app.add_subapp(OPEN311_PREFIX, build_open311(runtime))
     app.on_startup.append(_settle_memory)
     return app
 
