@@ -1,6 +1,7 @@
 """Exports for the planning team: CSV that Excel opens with its accents, XLSX, JSON lines and
 GeoJSON — streamed, pseudonymous unless an admin asks for contact details, and with no cell
-that a spreadsheet would run as a formula."""
+that a spreadsheet would run as a formula. A report flow's exports carry each report's status
+and liaison flag too."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from consulta.flows.i18n import LANGUAGES
 from consulta.flows.model import Flow, State
 from consulta.storage.exports import ExportRow, count_submissions, stream_submissions
+from consulta.storage.reports import CATEGORY
 from consulta.storage.store import Store
 
 __all__ = ["FORMATS", "Export", "Progress", "neutralise", "write_export"]
@@ -41,6 +43,9 @@ FIXED = (
     "completed_at",
 )
 CONTACT_DETAILS = ("address", "name")  # right after "contact", only when an admin asks
+# Right after "folio", for report flows only. Not "status": that column is the submission's
+# (complete, partial), which a report's status (received, in_progress, …) must not overwrite.
+REPORT_COLUMNS = ("report_status", "liaison")
 
 
 def neutralise(value: Any) -> Any:
@@ -66,12 +71,27 @@ class Export:
     def questions(self) -> list[State]:
         return [s for s in self.flow.states.values() if s.kind.waits]
 
+    @property
+    def reports(self) -> bool:
+        return self.flow.is_report
+
+    @cached_property
+    def category(self) -> State | None:
+        """The question whose answer is a report's category (report flows only)."""
+        if not self.reports:
+            return None
+        return next((q for q in self.questions if q.question_key == CATEGORY), None)
+
     @cached_property
     def fixed_columns(self) -> tuple[str, ...]:
-        if not self.contacts:
-            return FIXED
-        at = FIXED.index("contact") + 1
-        return (*FIXED[:at], *CONTACT_DETAILS, *FIXED[at:])
+        columns: tuple[str, ...] = FIXED
+        if self.reports:
+            at = columns.index("folio") + 1
+            columns = (*columns[:at], *REPORT_COLUMNS, *columns[at:])
+        if self.contacts:
+            at = columns.index("contact") + 1
+            columns = (*columns[:at], *CONTACT_DETAILS, *columns[at:])
+        return columns
 
     def _filters(self) -> dict[str, Any]:
         return {
@@ -83,7 +103,9 @@ class Export:
         }
 
     def rows(self, store: Store) -> AsyncIterator[ExportRow]:
-        return stream_submissions(store, self.flow.id, contacts=self.contacts, **self._filters())
+        return stream_submissions(
+            store, self.flow.id, contacts=self.contacts, reports=self.reports, **self._filters()
+        )
 
     async def count(self, store: Store) -> int:
         """How many submissions the export will hold (for the progress bar)."""
@@ -94,6 +116,9 @@ class Export:
 
     def contact_details(self, row: ExportRow) -> list[str]:
         return [row.address or "", row.name or ""] if self.contacts else []
+
+    def report(self, row: ExportRow) -> list[Any]:
+        return [row.report_status or "", bool(row.liaison)] if self.reports else []
 
     def fixed(self, row: ExportRow) -> list[Any]:
         return [
@@ -107,6 +132,7 @@ class Export:
             row.language or "",
             row.territory or "",
             row.folio or "",
+            *self.report(row),
             _time(row.started_at),
             _time(row.completed_at),
         ]
@@ -268,6 +294,9 @@ async def _geojson(store: Store, export: Export, out: IO[bytes], progress: Progr
                 continue
             properties = dict(zip(export.fixed_columns, export.fixed(row), strict=True))
             properties |= {"question": state.question_key, "label": value.get("label") or ""}
+            if export.category is not None:  # a report's: what it is about, as a label
+                chosen = row.answers.get(CATEGORY, (None,))[0]
+                properties[CATEGORY] = export.cell(export.category, chosen)
             feature = {
                 "type": "Feature",
                 "geometry": {
@@ -300,7 +329,14 @@ async def _xlsx(store: Store, export: Export, out: IO[bytes], progress: Progress
         ]
     )
     for name in export.fixed_columns:
-        columns.append([name, "contact details" if name in CONTACT_DETAILS else "submission"])
+        kind = (
+            "contact details"
+            if name in CONTACT_DETAILS
+            else "report"
+            if name in REPORT_COLUMNS
+            else "submission"
+        )
+        columns.append([name, kind])
     for state in export.questions:
         choices = [
             "; ".join(f"{c.key} = {c.label.get_text(lang)}" for c in state.choices)

@@ -30,14 +30,18 @@ from consulta.flows.engine import (
     SetLanguage,
     SetProfile,
     ShowMyData,
+    ShowReports,
     StartSubmission,
 )
 from consulta.flows.i18n import t
+from consulta.flows.reports import STATUS_LABELS
 from consulta.storage.data_rights import DataRights
 from consulta.storage.errors import is_unavailable
+from consulta.storage.liaisons import Liaisons
 from consulta.storage.media import MediaStore
 from consulta.storage.models import utcnow
 from consulta.storage.records import ContactInfo, InboxView
+from consulta.storage.reports import Reports
 from consulta.storage.state import Held, StateStore
 from consulta.storage.store import Store
 from consulta.storage.territories import Territories
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 LANGUAGE_NAMES = {"es": "Español", "en": "English", "fr": "Français"}
 FLOOD_BACKLOG = 20  # a resident with more messages waiting than this is flooding…
 FLOOD_PAUSE = 0.02  # …and is handled at most 50 messages a second
+MY_REPORTS_SHOWN = 5  # "my reports" lists the latest few…
+HISTORY_SHOWN = 3  # …each with its last changes
 # Answers naming a place, matched to a territory by name (a pin is placed by its outline).
 PLACE_QUESTIONS = frozenset({"neighbourhood", "municipality", "colonia"})
 # A broadcast's survey invitation is answered within this; later, a message starts afresh.
@@ -215,6 +221,18 @@ class Inbox:
             kept.append(effect)
         return kept
 
+    async def _liaisons_territory(
+        self, contact: ContactInfo, finished: Conversation, places: dict[str, str]
+    ) -> None:
+        """A liaison's report that nothing placed (no pin, no known place) is placed in their
+        territory."""
+        flow = self.engine.flows.get(finished.flow or "")
+        if flow is None or not flow.is_report or not finished.submission:
+            return
+        liaison = await Liaisons(self.store.engine).liaison_for(contact.channel, contact.address)
+        if liaison is not None:
+            places.setdefault(finished.submission, liaison.territory)
+
     async def _places(self, effects: list[Effect]) -> dict[str, str]:
         """The territory each answer places its submission in: a pin inside a territory's
         outline, or a typed place or neighbourhood whose name matches one (a submission that
@@ -317,9 +335,15 @@ class Inbox:
         if any(isinstance(e, ShowMyData) for e in outcome.effects):
             shown_in = language or self.engine.default_language
             replies.insert(0, Prompt(await self._my_data(contact, shown_in)))
+        asked = next((e for e in outcome.effects if isinstance(e, ShowReports)), None)
+        if asked is not None:
+            shown_in = language or self.engine.default_language
+            replies.insert(0, Prompt(await self._my_reports(contact, shown_in, asked.folio)))
         forget = next((e for e in outcome.effects if isinstance(e, ForgetMe)), None)
         effects = await self._known_territories(effects)
         places = await self._places(effects)
+        if before.flow and any(isinstance(e, CompleteSubmission) for e in effects):
+            await self._liaisons_territory(contact, before, places)
         async with self.store.changes(contact) as tx:
             for effect in effects:
                 apply_effect(tx, effect)
@@ -371,6 +395,37 @@ class Inbox:
             if not is_unavailable(exc):
                 raise
             log.warning("replies to contact %s wait for the outbound queue", contact.pid)
+
+    async def _my_reports(self, contact: ContactInfo, language: str, folio: str | None) -> str:
+        """Their reports (the latest few, or the one asked for if it is theirs), each with its
+        status and the notes of its last changes — short enough for a phone."""
+        reports = Reports(self.store.engine, self.engine.default_language)
+        mine = await reports.all(contact_id=contact.id, limit=None if folio else MY_REPORTS_SHOWN)
+        if folio is not None:
+            mine = [r for r in mine if r.folio == folio]
+            if not mine:
+                return t(language, "report-not-yours", folio=folio)
+        if not mine:
+            return t(language, "my-reports-none")
+        history = await reports.history([r.folio for r in mine])
+        lines = [t(language, "my-reports")] if folio is None else []
+        for report in mine:
+            status = t(language, STATUS_LABELS.get(report.status, report.status))
+            what = self._category(report.flow_id, report.category, language)
+            lines.append(f"{report.folio} · {what} · {status} ({report.received_at:%d/%m})")
+            for change in history.get(report.folio, [])[-HISTORY_SHOWN:]:
+                note = f": {change.note}" if change.note else ""
+                label = t(language, STATUS_LABELS.get(change.status, change.status))
+                lines.append(f"  {change.at:%d/%m} {label}{note}")
+        return "\n".join(lines)
+
+    def _category(self, flow_id: str, key: str | None, language: str) -> str:
+        flow = self.engine.flows.get(flow_id)
+        state = flow.states.get("category") if flow else None
+        for choice in state.choices if state else ():
+            if choice.key == key:
+                return choice.label.get_text(language)
+        return key or "—"
 
     async def _my_data(self, contact: ContactInfo, language: str) -> str:
         described = await DataRights(self.store).describe(contact)

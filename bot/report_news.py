@@ -5,21 +5,14 @@ else counted as not deliverable (the reply fails as "window"), never silently dr
 from __future__ import annotations
 
 from consulta.bot.inbox import Inbox
-from consulta.flows.i18n import N_, t
+from consulta.flows.i18n import t
+from consulta.flows.reports import STATUS_LABELS
 from consulta.storage.reports import Notice
 
 __all__ = ["TEMPLATE", "news", "tell_reporter"]
 
 TEMPLATE = "report_status"  # the TWILIO_TEMPLATES name used outside WhatsApp's window
 OPEN311 = "open311"  # the channel of reports posted through Open311: no resident to tell
-STATUS_LABELS = {
-    "received": N_("report-status-received"),
-    "in_review": N_("report-status-in_review"),
-    "in_progress": N_("report-status-in_progress"),
-    "resolved": N_("report-status-resolved"),
-    "rejected": N_("report-status-rejected"),
-    "duplicate": N_("report-status-duplicate"),
-}
 
 
 def news(notice: Notice) -> str:

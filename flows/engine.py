@@ -7,6 +7,7 @@ pure makes every rule here testable without a database or a channel.
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -205,9 +206,17 @@ class ForgetMe:
     answers: bool
 
 
+@dataclass(frozen=True)
+class ShowReports:
+    """Tell the resident what became of their reports — all of them (the latest few), or the
+    one with `folio` if it is theirs (the engine cannot see the store)."""
+
+    folio: str | None = None
+
+
 Effect = (
     StartSubmission | SaveAnswer | CompleteSubmission | SetProfile | SetLanguage | RecordConsent
-) | (DeclineSubmission | OptOut | ShowMyData | ForgetMe)
+) | (DeclineSubmission | OptOut | ShowMyData | ShowReports | ForgetMe)
 
 
 @dataclass
@@ -256,6 +265,25 @@ COMMANDS: dict[str, frozenset[str]] = {
 }
 SKIP = frozenset({"0", "saltar", "omitir", "skip", "passer", "sauter", "ninguno", "none", "aucun"})
 CONTINUE = frozenset({"continuar", "seguir", "continue", "continuer", "reprendre"})
+
+
+# "estado K7M2QX9A", "status #K7M2QX9A", "statut du signalement K7M2QX9A" (normalised text).
+REPORT_STATUS = re.compile(
+    r"^(?:estado|estatus|status|statut|folio)(?: (?:de|del|du|of|mi|my|mon))?"
+    r"(?: (?:reporte|report|signalement|folio))? ?([2-9a-hj-np-z]{8})$"  # `new_folio`'s
+)
+MY_REPORTS = frozenset(
+    {"mis reportes", "mis reportes por favor", "my reports", "mes signalements", "mes rapports"}
+)
+
+
+def reports_asked(text: str | None) -> tuple[bool, str | None]:
+    """Whether a message asks about the resident's reports, and which folio if one."""
+    norm = normalise(text)
+    if norm in MY_REPORTS:
+        return True, None
+    found = REPORT_STATUS.match(norm)
+    return (True, found.group(1).upper()) if found else (False, None)
 
 
 def command_of(text: str | None) -> str | None:
@@ -343,6 +371,14 @@ class Engine:
             if not turn.lang:
                 turn.set_language(detect_language(msg.text) or msg.language_hint or None)
             getattr(self, f"_command_{command}")(turn)
+            return
+        asked, folio = reports_asked(msg.text) if not msg.payload else (False, None)
+        if asked:
+            if not turn.lang:
+                turn.set_language(detect_language(msg.text) or msg.language_hint or None)
+            turn.lang = turn.lang or self.default_language
+            turn.effects.append(ShowReports(folio))
+            self._reprompt_current(turn)
             return
         if conv.pending == "language":
             self._answer_language_menu(turn, msg)

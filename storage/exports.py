@@ -1,5 +1,6 @@
 """A flow's submissions with their answers, as exports read them: filtered, counted, and
-streamed from the database in batches."""
+streamed from the database in batches — for a report flow, with each report's status and
+whether a registered liaison made it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any, cast
 
 from sqlalchemy import func, select
 
+from consulta.storage.liaisons import Liaisons
 from consulta.storage.models import Answer, Contact, Submission
+from consulta.storage.reports import _STATUS
 from consulta.storage.store import Store
 
 __all__ = ["ExportRow", "count_submissions", "stream_submissions"]
@@ -36,6 +39,10 @@ class ExportRow:
     answers: dict[str, tuple[Any, str | None, datetime]]  # question → (value, raw, when)
     address: str | None = None  # phone number or chat id: only with contacts=True
     name: str | None = None  # profile name: only with contacts=True
+    # Only with reports=True: the report's status (None while the submission is no report:
+    # not complete), and whether a registered liaison made it.
+    report_status: str | None = None
+    liaison: bool | None = None
 
 
 def _export_filters(
@@ -90,13 +97,27 @@ async def stream_submissions(
     status: str = "complete",
     channels_excluded: Sequence[str] = (),
     contacts: bool = False,
+    reports: bool = False,
     batch: int = 1000,
     offset: int = 0,
     limit: int | None = None,
 ) -> AsyncIterator[ExportRow]:
     """Submissions of a flow with their answers, oldest first, `batch` at a time; with
-    `contacts`, each with the resident's address and name too (for admins only)."""
+    `contacts`, each with the resident's address and name too (for admins only); with
+    `reports`, each with its report status and liaison flag (the address is read to recognise
+    a liaison, as `Reports` does, and left out of the row)."""
     details = (Contact.address, Contact.name) if contacts else ()
+    # The status is the same correlated subquery `Reports` lists by; liaisons are looked up
+    # once per batch, by the contacts' channel and address.
+    report = (
+        (
+            _STATUS.label("report_status"),
+            Contact.channel.label("contact_channel"),
+            Contact.address.label("contact_address"),
+        )
+        if reports
+        else ()
+    )
     query = (
         select(
             Submission.id,
@@ -110,6 +131,7 @@ async def stream_submissions(
             Submission.folio,
             Submission.started_at,
             Submission.completed_at,
+            *report,
             *details,
         )
         .join(Contact, Contact.id == Submission.contact_id)
@@ -118,7 +140,8 @@ async def stream_submissions(
     )
     if offset or limit is not None:
         query = query.offset(offset).limit(limit)
-    fixed = len(query.selected_columns) - len(details)  # the contact details come last
+    details_at = len(query.selected_columns) - len(details)  # the contact details come last
+    fixed = details_at - len(report)  # the report's columns come before them
     async with store.engine.connect() as conn:
         result = await conn.stream(query.execution_options(yield_per=batch))
         async for rows in result.partitions(batch):
@@ -137,11 +160,23 @@ async def stream_submissions(
                 for sid, question, value, raw, when in found:
                     answers.setdefault(sid, {})[question] = (value, raw, when)
             # A row holds ExportRow's positional fields in order (more columns than SQLAlchemy
-            # types), then the contact details when asked for.
-            for r in cast("Sequence[Any]", rows):
-                if not contacts:  # the usual export: no slicing per row
+            # types), then the report's columns, then the contact details, each when asked for.
+            batch_rows = cast("Sequence[Any]", rows)
+            if not (contacts or reports):  # the usual export: no slicing per row
+                for r in batch_rows:
                     yield ExportRow(*r, answers=answers.get(r[0], {}))
-                    continue
-                yield ExportRow(
-                    *r[:fixed], answers=answers.get(r[0], {}), address=r[fixed], name=r[fixed + 1]
+                continue
+            liaisons: set[tuple[str, str]] = set()
+            if reports:
+                liaisons = await Liaisons(store.engine).addresses(
+                    [(r.contact_channel, r.contact_address) for r in batch_rows]
                 )
+            for r in batch_rows:
+                extra: dict[str, Any] = {}
+                if reports:
+                    made = r.status == "complete" and r.folio is not None  # as Reports has it
+                    extra["report_status"] = r.report_status if made else None
+                    extra["liaison"] = (r.contact_channel, r.contact_address) in liaisons
+                if contacts:
+                    extra["address"], extra["name"] = r[details_at], r[details_at + 1]
+                yield ExportRow(*r[:fixed], answers=answers.get(r[0], {}), **extra)

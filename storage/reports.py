@@ -196,11 +196,15 @@ class Reports:
         territory: str | None = None,
         category: str | None = None,
         since: datetime | None = None,
+        contact_id: int | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Report]:
-        """Reports, newest first, narrowed by each filter given. `since`: made on or after."""
+        """Reports, newest first, narrowed by each filter given. `since`: made on or after;
+        `contact_id`: made by this resident."""
         where: list[ColumnElement[bool]] = [*_IS_REPORT]
+        if contact_id is not None:
+            where.append(Submission.contact_id == contact_id)
         if status is not None:
             if status not in STATUSES:
                 raise ReportError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")

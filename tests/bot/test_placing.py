@@ -43,6 +43,7 @@ async def report(runtime: Runtime, who: str, place: Inbound) -> None:
         await runtime.inbox.handle(Inbound("whatsapp", who, text=text))
     await runtime.inbox.handle(place)
     await runtime.inbox.handle(Inbound("whatsapp", who, text="Lámpara fundida frente al 12"))
+    await runtime.inbox.handle(Inbound("whatsapp", who, text="saltar"))  # no photo: filed
 
 
 async def test_a_pin_places_a_report_in_the_territory_it_falls_in(runtime: Runtime) -> None:
@@ -83,3 +84,17 @@ async def test_a_link_to_a_territory_the_catalogue_lacks_is_ignored(
     assert await territories(runtime, "priorities") == [None]
     assert "'atlantida', which the catalogue lacks" in caplog.text
     assert who not in caplog.text
+
+
+async def test_a_liaisons_report_defaults_to_their_territory(runtime: Runtime) -> None:
+    from consulta.storage.liaisons import LiaisonIn, Liaisons
+
+    await catalogue(runtime)
+    liaison = "+5217700000007"
+    await Liaisons(runtime.store.engine).add(LiaisonIn(liaison, "Rosa", "santa-julia"))
+    typed = Inbound("whatsapp", liaison, text="frente a la tienda de don Chucho")
+    await report(runtime, liaison, typed)  # a place the catalogue cannot tell
+    pinned = Place(20.11, -98.75)  # inside Centro: the pin wins over their territory
+    await report(runtime, liaison, Inbound("whatsapp", liaison, place=pinned))
+    await report(runtime, "+5217700000008", Inbound("whatsapp", "+5217700000008", text="x"))
+    assert await territories(runtime, "report") == ["santa-julia", "centro", None]

@@ -131,3 +131,41 @@ async def test_outside_the_window_without_a_template_it_is_counted_undeliverable
         ).first()
     assert last is not None and last.status == "failed" and "window" in (last.error or "")
     assert last.body == f"Tu reporte {folio}: en revisión."
+
+
+async def test_a_reporter_asks_in_chat_and_sees_only_their_own_reports(
+    client: TestClient, rt: Runtime, doubles: tuple[TwilioDouble, TelegramDouble]
+) -> None:
+    phone = tw.Phone(client, rt, doubles[0])
+    await file_report(phone.say, "reporte")
+    folio = await folio_of(rt, "whatsapp")
+    await change(rt, folio, "in_progress", "La cuadrilla va el lunes")
+    other = tw.Phone(client, rt, doubles[0], number="+5217700000009")
+    await file_report(other.say, "reporte")
+    theirs = await folio_of(rt, "whatsapp")
+    assert theirs != folio
+    phone.replies()
+
+    mine = await phone.say("mis reportes")
+    assert mine.startswith("Tus reportes:") and folio in mine and theirs not in mine
+    assert "Alumbrado descompuesto · en proceso" in mine
+    assert "en proceso: La cuadrilla va el lunes" in mine
+    one = await phone.say(f"estado {folio.lower()}")
+    assert one.startswith(f"{folio} · ") and "Tus reportes" not in one
+    refused = await phone.say(f"estado {theirs}")
+    assert refused.startswith(f"No encontramos el reporte {theirs} entre los tuyos.")
+
+    english = await other.say("my reports")  # the language of the question, not a fixed one
+    assert theirs in english and folio not in english
+
+
+async def test_on_telegram_in_french(
+    client: TestClient, rt: Runtime, doubles: tuple[TwilioDouble, TelegramDouble]
+) -> None:
+    resident = tg.Resident(client, rt, doubles[1], language_code="fr")
+    await resident.say("mes signalements")
+    assert doubles[1].texts_to(tg.CHAT)[-1].startswith("Vous n'avez pas encore de signalement")
+    await file_report(resident.say, "signalement")
+    folio = await folio_of(rt, "telegram")
+    await resident.say(f"statut {folio}")
+    assert f"{folio} · Éclairage en panne · reçu" in doubles[1].texts_to(tg.CHAT)[-1]

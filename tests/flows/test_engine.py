@@ -27,7 +27,9 @@ from consulta.flows.engine import (
     SetLanguage,
     SetProfile,
     ShowMyData,
+    ShowReports,
     StartSubmission,
+    reports_asked,
 )
 from consulta.flows.i18n import t
 from consulta.flows.model import Transition, load_flow
@@ -574,3 +576,26 @@ def test_an_invitation_older_than_their_last_message_does_not_pull_them_out() ->
     chat.now = NOW + timedelta(minutes=1)
     chat.send("1")
     assert chat.conv.flow == "consented"
+
+
+@pytest.mark.parametrize(
+    ("text", "asked"),
+    [
+        ("mis reportes", (True, None)),
+        ("My reports", (True, None)),
+        ("mes signalements", (True, None)),
+        ("estado K7M2QX9L", (True, "K7M2QX9L")),
+        ("Status #k7m2qx9l", (True, "K7M2QX9L")),
+        ("statut du signalement EAJVNYGE", (True, "EAJVNYGE")),
+        ("estado del reporte 23456789", (True, "23456789")),
+        ("estado", (False, None)),
+        ("status update please", (False, None)),
+        ("estado K7M2QX9O", (False, None)),  # no O in a folio
+    ],
+)
+def test_residents_ask_about_their_reports(text: str, asked: tuple[bool, str | None]) -> None:
+    assert reports_asked(text) == asked
+    if asked[0]:
+        chat = Chat()
+        chat.send(text)
+        assert any(isinstance(e, ShowReports) and e.folio == asked[1] for e in chat.effects)
