@@ -24,6 +24,8 @@ from consulta.bot.web import (
     RUNTIME,
     error,
     public,
+    query_text,
+    query_whole,
     require_admin,
     staff_app,
 )
@@ -67,29 +69,11 @@ def _flow(request: web.Request) -> Flow:
     return flow
 
 
-def _text(request: web.Request, name: str) -> str | None:
-    """A free-text query parameter; no database column takes a NUL character."""
-    value = request.query.get(name) or None
-    if value is not None and "\x00" in value:
-        raise error(web.HTTPBadRequest, f"{name} must not contain a NUL character")
-    return value
-
-
 def _flag(request: web.Request, name: str) -> bool:
     value = request.query.get(name, "0")
     if value not in ("0", "1"):
         raise error(web.HTTPBadRequest, f"{name} must be 0 or 1")
     return value == "1"
-
-
-def _whole(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    try:
-        value = int(request.query.get(name, str(default)))
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise error(web.HTTPBadRequest, f"{name} must be a whole number from {low} to {high}")
-    return value
 
 
 def _date(request: web.Request, name: str) -> datetime | None:
@@ -137,7 +121,7 @@ def _export(request: web.Request, flow: Flow, *, contacts: bool = False) -> Expo
         codes=_flag(request, "codes"),
         since=_date(request, "since"),
         until=_date(request, "until"),
-        territory=_text(request, "territory"),
+        territory=query_text(request, "territory"),
         status=status,
         contacts=contacts,
     )
@@ -193,8 +177,8 @@ async def submissions(request: web.Request) -> web.Response:
     admin = _contact_details(request)
     flow = _flow(request)
     export = _export(request, flow, contacts=admin is not None)
-    limit = min(_whole(request, "limit", 100, 1, MAX_OFFSET), MAX_PAGE)  # at most a page
-    offset = _whole(request, "offset", 0, 0, MAX_OFFSET)
+    limit = min(query_whole(request, "limit", 100, 1, MAX_OFFSET), MAX_PAGE)  # at most a page
+    offset = query_whole(request, "offset", 0, 0, MAX_OFFSET)
     if admin is not None:
         _log_contact_details("submissions page", flow, admin)
     page: list[dict[str, Any]] = []
@@ -261,7 +245,7 @@ async def contact(request: web.Request) -> web.Response:
     if "\x00" in address:
         raise error(web.HTTPBadRequest, "address must not contain a NUL character")
     rights = DataRights(_runtime(request).store)
-    found = await rights.contacts(address, _text(request, "channel"))
+    found = await rights.contacts(address, query_text(request, "channel"))
     if not found:
         raise error(web.HTTPNotFound, "nothing is held about this address")
     if request.method == "DELETE":

@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from consulta.bot import broadcasts as bc
-from consulta.bot.web import RUNTIME, error, require_admin
+from consulta.bot.web import RUNTIME, error, require_admin, rfc3339
 from consulta.storage.broadcasts import Audience, BroadcastError, BroadcastInfo
 
 __all__ = ["add_routes"]
@@ -74,12 +74,6 @@ class BroadcastIn(_Strict):
         return value
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat(timespec="seconds")
-
-
 def _described(info: BroadcastInfo) -> dict[str, Any]:
     return {
         "id": info.id,
@@ -89,11 +83,11 @@ def _described(info: BroadcastInfo) -> dict[str, Any]:
         "audience": info.audience.to_dict(),
         "template": info.template,
         "status": info.status,
-        "send_at": _iso(info.send_at),
+        "send_at": rfc3339(info.send_at),
         "created_by": info.created_by,
-        "created_at": _iso(info.created_at),
-        "started_at": _iso(info.started_at),
-        "finished_at": _iso(info.finished_at),
+        "created_at": rfc3339(info.created_at),
+        "started_at": rfc3339(info.started_at),
+        "finished_at": rfc3339(info.finished_at),
         "recipients": info.recipients,
     }
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from consulta.bot.report_news import tell_reporter
-from consulta.bot.web import RUNTIME, error, require_admin
+from consulta.bot.web import RUNTIME, error, query_text, query_whole, require_admin, rfc3339
 from consulta.storage.liaisons import LiaisonError, LiaisonIn, LiaisonInfo, Liaisons
 from consulta.storage.reports import (
     MAX_NOTE,
@@ -65,12 +65,6 @@ class LiaisonsBody(_Strict):
     liaisons: list[LiaisonBody] = Field(min_length=1, max_length=MAX_LIAISONS)
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat(timespec="seconds")
-
-
 def _report(report: Report) -> dict[str, Any]:
     return {
         "folio": report.folio,
@@ -82,8 +76,8 @@ def _report(report: Report) -> dict[str, Any]:
         "language": report.language,
         "liaison": report.liaison,
         "contact": report.contact,
-        "received_at": _iso(report.received_at),
-        "changed_at": _iso(report.changed_at),
+        "received_at": rfc3339(report.received_at),
+        "changed_at": rfc3339(report.changed_at),
     }
 
 
@@ -93,7 +87,7 @@ def _change(change: Change) -> dict[str, Any]:
         "note": change.note,
         "duplicate_of": change.duplicate_of,
         "by": change.by,
-        "at": _iso(change.at),
+        "at": rfc3339(change.at),
     }
 
 
@@ -104,7 +98,7 @@ def _liaison(liaison: LiaisonInfo) -> dict[str, Any]:
         "name": liaison.name,
         "territory": liaison.territory,
         "language": liaison.language,
-        "added_at": _iso(liaison.added_at),
+        "added_at": rfc3339(liaison.added_at),
     }
 
 
@@ -117,25 +111,8 @@ def _reports(request: web.Request) -> Reports:
     return Reports(runtime.store.engine, runtime.settings.default_language)
 
 
-def _text(request: web.Request, name: str) -> str | None:
-    value = request.query.get(name) or None
-    if value is not None and "\x00" in value:
-        raise error(web.HTTPBadRequest, f"{name} must not contain a NUL character")
-    return value
-
-
-def _whole(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    try:
-        value = int(request.query.get(name, str(default)))
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise error(web.HTTPBadRequest, f"{name} must be a whole number from {low} to {high}")
-    return value
-
-
 def _since(request: web.Request) -> datetime | None:
-    raw = _text(request, "since")
+    raw = query_text(request, "since")
     if raw is None:
         return None
     try:
@@ -173,12 +150,12 @@ async def list_reports(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
         raise error(web.HTTPBadRequest, f"status must be one of {', '.join(STATUSES)}")
-    limit = _whole(request, "limit", 100, 1, MAX_PAGE)
-    offset = _whole(request, "offset", 0, 0, MAX_OFFSET)
+    limit = query_whole(request, "limit", 100, 1, MAX_PAGE)
+    offset = query_whole(request, "offset", 0, 0, MAX_OFFSET)
     found = await _reports(request).all(
         status=status,
-        territory=_text(request, "territory"),
-        category=_text(request, "category"),
+        territory=query_text(request, "territory"),
+        category=query_text(request, "category"),
         since=_since(request),
         limit=limit,
         offset=offset,
@@ -234,7 +211,7 @@ async def change_report(request: web.Request) -> web.Response:
 async def list_liaisons(request: web.Request) -> web.Response:
     require_admin(request)  # their phone numbers and names
     found = await Liaisons(request.config_dict[RUNTIME].store.engine).all(
-        _text(request, "territory")
+        query_text(request, "territory")
     )
     return web.json_response({"liaisons": [_liaison(x) for x in found]}, dumps=_dumps)
 

@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -72,6 +73,32 @@ def error(
         content_type="application/json",
         headers=headers,
     )
+
+
+def query_text(request: web.Request, name: str) -> str | None:
+    """A free-text query parameter; no database column takes a NUL character."""
+    value = request.query.get(name) or None
+    if value is not None and "\x00" in value:
+        raise error(web.HTTPBadRequest, f"{name} must not contain a NUL character")
+    return value
+
+
+def query_whole(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter from `low` to `high` (400 otherwise)."""
+    try:
+        value = int(request.query.get(name, str(default)))
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise error(web.HTTPBadRequest, f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """A time as the API gives it, with its offset (SQLite hands times back naive, in UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat(timespec="seconds")
 
 
 def route_name(request: web.Request) -> str:
