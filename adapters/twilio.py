@@ -23,6 +23,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from twilio.rest.api.v2010 import account as _messages_api  # noqa: F401 - see below
 from twilio.rest.content.v1.content import ContentList
 from yarl import URL
 
@@ -53,6 +54,9 @@ OPTED_OUT = 21610  # "Attempt to send to unsubscribed recipient"
 PERMANENT_ERRORS = frozenset({21211, 21408, 21610, 21614, 63003, 63016, 63024})
 WINDOW = 24 * 60 * 60  # WhatsApp's customer-service window, in seconds
 CLOCK_SKEW = 5.0  # seconds Twilio's clock may differ from ours, when looking for a send
+# `_messages_api` is imported with this module: the twilio library imports it lazily, on the
+# first send, which made each process's first message ~50 ms late (and a broadcast's first
+# second crowded at the provider: python -m benchmarks.broadcasts --case cap).
 # WhatsApp's limits for interactive messages (Twilio Content API quick-reply and list-picker).
 MAX_QUICK_REPLIES, QUICK_REPLY_TITLE = 3, 20
 MAX_LIST_ITEMS, LIST_ITEM_TITLE, LIST_ITEM_DESCRIPTION = 10, 24, 72
