@@ -18,6 +18,7 @@ import time
 
 import asyncpg
 
+from benchmarks.stack import drop_database, fresh_database
 from consulta.storage.broadcasts import Audience, Broadcasts
 from consulta.storage.db import connect, migrate_async
 from consulta.storage.models import utcnow
@@ -63,12 +64,7 @@ async def generate(url: str, residents: int) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-    await admin.execute(f"CREATE DATABASE {DB_NAME}")
-    await admin.close()
-    raw = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
-    url = raw.replace("postgresql://", "postgresql+asyncpg://")
+    raw, url = await fresh_database(PG_ADMIN, DB_NAME)
     try:
         await migrate_async(url)
         started = time.perf_counter()
@@ -84,9 +80,7 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             await engine.dispose()
     finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        await admin.close()
+        await drop_database(PG_ADMIN, DB_NAME)
 
 
 async def measure(broadcasts: Broadcasts, residents: int) -> None:

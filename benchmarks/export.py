@@ -17,6 +17,7 @@ import time
 
 import asyncpg
 
+from benchmarks.stack import fresh_database
 from consulta.bot.export import Export, write_export
 from consulta.flows.check import load_library
 from consulta.storage.db import connect, migrate_async
@@ -109,12 +110,7 @@ async def copy_baseline(url: str) -> tuple[float, int]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-    await admin.execute(f"CREATE DATABASE {DB_NAME}")
-    await admin.close()
-    raw = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
-    url = raw.replace("postgresql://", "postgresql+asyncpg://")
+    raw, url = await fresh_database(PG_ADMIN, DB_NAME)
     await migrate_async(url)
     started = time.perf_counter()
     await generate(raw, args.submissions)

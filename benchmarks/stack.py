@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
@@ -286,6 +287,43 @@ class TwilioWebhooks:
             return int(error.code)
 
 
+def twilio_page(account_sid: str, key: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One page of a Twilio 2010 API list, as the twilio library reads it (a single page)."""
+    uri = f"/2010-04-01/Accounts/{account_sid}/Messages.json"
+    return {
+        key: records,
+        "first_page_uri": uri,
+        "next_page_uri": None,
+        "previous_page_uri": None,
+        "page": 0,
+        "page_size": 50,
+        "start": 0,
+        "end": len(records),
+        "uri": uri,
+    }
+
+
+async def fresh_database(admin_url: str, name: str) -> tuple[str, str]:
+    """A new, empty database `name` on the server of `admin_url` (dropped first if it was
+    left behind): its URL for asyncpg and for SQLAlchemy."""
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    raw = admin_url.rsplit("/", 1)[0] + "/" + name
+    return raw, raw.replace("postgresql://", "postgresql+asyncpg://")
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One message Consulta asked Twilio to send."""
@@ -391,20 +429,8 @@ class TwilioDouble:
             }
             for d in reversed(self.by_to.get(to, []))
         ]
-        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        return web.json_response(
-            {
-                "messages": found[: int(request.query.get("PageSize", "50"))],
-                "first_page_uri": uri,
-                "next_page_uri": None,
-                "previous_page_uri": None,
-                "page": 0,
-                "page_size": 50,
-                "start": 0,
-                "end": len(found),
-                "uri": uri,
-            }
-        )
+        limit = int(request.query.get("PageSize", "50"))
+        return web.json_response(twilio_page(self.account_sid, "messages", found[:limit]))
 
     async def _content(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -208,7 +208,7 @@ class Inbox:
             isinstance(e, StartSubmission) and e.territory for e in effects
         ):
             return effects
-        known = await self.territories.codes()
+        known = await self.territories.known()
         kept: list[Effect] = []
         for effect in effects:
             if isinstance(effect, StartSubmission) and effect.territory and known:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from consulta.storage.liaisons import Liaisons
 from consulta.storage.models import Answer, Contact, Submission
-from consulta.storage.reports import _STATUS
+from consulta.storage.reports import REPORT_STATUS
 from consulta.storage.store import Store
 
 __all__ = ["ExportRow", "count_submissions", "stream_submissions"]
@@ -111,7 +111,7 @@ async def stream_submissions(
     # once per batch, by the contacts' channel and address.
     report = (
         (
-            _STATUS.label("report_status"),
+            REPORT_STATUS.label("report_status"),
             Contact.channel.label("contact_channel"),
             Contact.address.label("contact_address"),
         )

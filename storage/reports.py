@@ -136,7 +136,8 @@ def _latest(column: Any) -> Any:
     )
 
 
-_STATUS = func.coalesce(_latest(ReportChange.status), literal("received"))
+# A report's status: its latest change, or "received" (exports read it too).
+REPORT_STATUS = func.coalesce(_latest(ReportChange.status), literal("received"))
 _CATEGORY = (
     select(Answer.value)
     .where(Answer.submission_id == Submission.id, Answer.question == CATEGORY)
@@ -147,7 +148,7 @@ _IS_REPORT = (Submission.folio.is_not(None), Submission.status == "complete")
 _COLUMNS = (
     Submission.folio,
     Submission.flow_id,
-    _STATUS.label("report_status"),
+    REPORT_STATUS.label("report_status"),
     _CATEGORY.label("category"),
     Submission.territory,
     Submission.channel,
@@ -208,7 +209,7 @@ class Reports:
         if status is not None:
             if status not in STATUSES:
                 raise ReportError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
-            where.append(_STATUS == status)
+            where.append(REPORT_STATUS == status)
         if territory is not None:
             where.append(Submission.territory == territory)
         if category is not None:
@@ -373,7 +374,7 @@ class Reports:
     @staticmethod
     async def _check_original(conn: AsyncConnection, folio: str, original: str) -> None:
         found = await conn.execute(
-            select(Submission.id, _STATUS, _latest(ReportChange.duplicate_of)).where(
+            select(Submission.id, REPORT_STATUS, _latest(ReportChange.duplicate_of)).where(
                 Submission.folio == original, *_IS_REPORT
             )
         )

@@ -245,10 +245,12 @@ class _Catalogue:
     areas: list[float]
     by_key: dict[str, frozenset[str]]  # place_key of a name or a code → codes
     keys: list[str]
+    codes: frozenset[str]
 
     @classmethod
     def build(cls, version: tuple[Any, ...], rows: Sequence[Any]) -> _Catalogue:
         located, geometries, by_key = [], [], dict[str, set[str]]()
+        codes = frozenset(code for code, _name, _geometry in rows)
         for code, name, geometry in rows:
             if geometry is not None:
                 located.append(code)
@@ -263,6 +265,7 @@ class _Catalogue:
             areas=[g.area for g in geometries],
             by_key={key: frozenset(codes) for key, codes in by_key.items()},
             keys=list(by_key),
+            codes=codes,
         )
 
 
@@ -347,6 +350,11 @@ class Territories:
         """Every code in the catalogue (the ones deep links and groups may name)."""
         async with self.engine.connect() as conn:
             return set((await conn.execute(select(Territory.code))).scalars())
+
+    async def known(self) -> frozenset[str]:
+        """The codes as this process's picture of the catalogue has them (at most `recheck`
+        seconds old): what the hot path checks a link's territory against."""
+        return (await self._current()).codes
 
     async def locate(self, lat: float, lon: float) -> str | None:
         """The code of the territory a pin falls in (on a border: either one), or None. Where

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from benchmarks.stack import twilio_page
 from tests.adapters.loopback import LoopbackDouble
 
 PNG = base64.b64decode(
@@ -120,20 +121,8 @@ class TwilioDouble(LoopbackDouble):
             if (to is None or form.get("To") == to)
             and (sender is None or form.get("From") == sender)
         ]
-        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        return web.json_response(
-            {
-                "messages": found[: int(request.query.get("PageSize", "50"))],
-                "first_page_uri": uri,
-                "next_page_uri": None,
-                "previous_page_uri": None,
-                "page": 0,
-                "page_size": 50,
-                "start": 0,
-                "end": len(found),
-                "uri": uri,
-            }
-        )
+        limit = int(request.query.get("PageSize", "50"))
+        return web.json_response(twilio_page(self.account_sid, "messages", found[:limit]))
 
     def _resource(self, sid: str, form: dict[str, Any]) -> dict[str, Any]:
         return {
